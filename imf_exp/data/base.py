@@ -1,0 +1,128 @@
+"""The dataset protocol: native samples plus a fixed standardization.
+
+A dataset draws ``n`` i.i.d. points in its *native* coordinates with a given
+``torch.Generator`` (on the generator's device). Training and evaluation see
+*standardized* points ``(x - mean) / std`` where ``mean`` and ``std`` are fixed
+numbers (given in the config, or computed once from a large reference sample
+with a fixed seed), never per batch.
+
+Your own sampler: subclass :class:`Dataset` and implement :meth:`sample_native`,
+or point ``dataset._target_`` at any class whose instances have ``dim`` and
+``sample(n, generator) -> x`` or ``(x, y)``; it is wrapped by
+:func:`as_dataset`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Sequence
+
+import torch
+
+from imf_exp.errors import ConfigError
+
+REFERENCE_N = 1_000_000
+REFERENCE_SEED = 0
+
+
+class Dataset(ABC):
+    """Base class: subclasses set ``dim``, ``num_classes`` and implement ``sample_native``."""
+
+    dim: int = 2
+    num_classes: int = 0  # 0: no labels
+
+    def __init__(
+        self,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> None:
+        if mean is None or std is None:
+            m, s = self.reference_statistics()
+            mean = m.tolist() if mean is None else mean
+            std = s.tolist() if std is None else std
+        if len(mean) != self.dim or len(std) != self.dim:
+            raise ConfigError(
+                f"dataset.mean/dataset.std must have {self.dim} entries (the dataset's dim); "
+                f"got {len(mean)} and {len(std)}"
+            )
+        if any(float(s) <= 0 for s in std):
+            raise ConfigError(f"dataset.std={list(std)} is not allowed: every entry must be > 0")
+        self.mean = torch.tensor([float(m) for m in mean], dtype=torch.float64)
+        self.std = torch.tensor([float(s) for s in std], dtype=torch.float64)
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    @abstractmethod
+    def sample_native(
+        self, n: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Draw ``n`` i.i.d. points ``(n, dim)`` in native coordinates (and labels ``(n,)`` or None)."""
+
+    def reference_statistics(
+        self, n: int = REFERENCE_N, seed: int = REFERENCE_SEED
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-dimension mean and std of a large native sample drawn with a fixed seed (float64)."""
+        g = torch.Generator().manual_seed(seed)
+        x, _ = self.sample_native(n, g)
+        x = x.double()
+        return x.mean(0), x.std(0)
+
+    def sample(
+        self, n: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Draw ``n`` standardized points (float32, on the generator's device) and labels."""
+        x, y = self.sample_native(n, generator)
+        return self.standardize(x), y
+
+    def standardize(self, x: torch.Tensor) -> torch.Tensor:
+        mean = self.mean.to(device=x.device, dtype=x.dtype)
+        std = self.std.to(device=x.device, dtype=x.dtype)
+        return (x - mean) / std
+
+    def destandardize(self, x: torch.Tensor) -> torch.Tensor:
+        mean = self.mean.to(device=x.device, dtype=x.dtype)
+        std = self.std.to(device=x.device, dtype=x.dtype)
+        return x * std + mean
+
+
+class _Wrapped(Dataset):
+    """Adapter for a duck-typed sampler with ``dim`` and ``sample(n, generator)``."""
+
+    def __init__(self, inner: Any, mean=None, std=None) -> None:
+        self.inner = inner
+        self.dim = int(inner.dim)
+        self.num_classes = int(getattr(inner, "num_classes", 0))
+        super().__init__(
+            mean if mean is not None else getattr(inner, "mean", None),
+            std if std is not None else getattr(inner, "std", None),
+        )
+
+    @property
+    def name(self) -> str:
+        return type(self.inner).__name__
+
+    def sample_native(self, n, generator):
+        out = self.inner.sample(n, generator)
+        x, y = out if isinstance(out, tuple) else (out, None)
+        x = torch.as_tensor(x, dtype=torch.float32)
+        if x.shape != (n, self.dim):
+            raise ConfigError(
+                f"dataset {self.name}.sample({n}, generator) must return shape ({n}, {self.dim}); "
+                f"got {tuple(x.shape)}"
+            )
+        return x, (None if y is None else torch.as_tensor(y, dtype=torch.long))
+
+
+def as_dataset(obj: Any) -> Dataset:
+    """Return ``obj`` if it is a :class:`Dataset`, else wrap a duck-typed sampler."""
+    if isinstance(obj, Dataset):
+        return obj
+    if not hasattr(obj, "dim") or not callable(getattr(obj, "sample", None)):
+        raise ConfigError(
+            f"dataset._target_ built a {type(obj).__name__}, which is not a dataset: it needs "
+            "an int attribute 'dim' and a method sample(n, generator) returning x or (x, y), "
+            "or subclass imf_exp.data.Dataset"
+        )
+    return _Wrapped(obj)

@@ -1,0 +1,69 @@
+"""The average-velocity network interface.
+
+A model maps ``(z, r, t)`` with ``z: (B, dim)``, ``r, t: (B,)`` and ``0 <= r <= t <= 1`` to the
+average velocity ``u(z, r, t): (B, dim)``; ``z_r = z_t - (t - r) u(z_t, r, t)``.
+Its instantaneous velocity ``v(z, t)`` is ``u(z, t, t)`` (boundary mode ``shared``) or an
+auxiliary head on the same trunk evaluated at ``r = t`` (boundary mode ``aux_head``).
+Subclasses implement :meth:`features` (the trunk) and get both heads from here.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+from torch import nn
+
+from imf_exp.errors import ConfigError, check
+from imf_exp.models.embeddings import TimeFeatures
+
+ACTIVATIONS = {"silu": nn.SiLU, "gelu": nn.GELU, "relu": nn.ReLU, "tanh": nn.Tanh,
+               "softplus": nn.Softplus}
+
+
+def make_activation(name: str) -> nn.Module:
+    check(name in ACTIVATIONS, "model.activation", name, f"one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+class AverageVelocityModel(nn.Module, ABC):
+    """Base: time features, an output head for ``u`` and an optional auxiliary ``v`` head."""
+
+    def __init__(self, dim: int, width: int, depth: int, activation: str = "silu",
+                 time_input: str = "t,t-r", embedding: str = "sinusoidal",
+                 embedding_dim: int = 64, embedding_scale: float = 1.0,
+                 max_period: float = 10000.0, aux_head: bool = False) -> None:
+        super().__init__()
+        check(isinstance(dim, int) and dim >= 1, "model.dim", dim, "an int >= 1 (set by the dataset)")
+        check(width >= 1, "model.width", width, "an int >= 1")
+        check(depth >= 1, "model.depth", depth, "an int >= 1")
+        self.dim, self.width, self.depth, self.act_name = dim, width, depth, activation
+        make_activation(activation)  # validates the name before any work
+        self.time = TimeFeatures(time_input, embedding, embedding_dim, embedding_scale, max_period)
+        self.has_aux_head = bool(aux_head)
+        self.u_head = nn.Linear(width, dim)
+        self.v_head = nn.Linear(width, dim) if aux_head else None
+
+    @abstractmethod
+    def features(self, z: torch.Tensor, time_features: torch.Tensor) -> torch.Tensor:
+        """The trunk: ``(B, dim), (B, time_dim) -> (B, width)``."""
+
+    def _check(self, z: torch.Tensor, r: torch.Tensor, t: torch.Tensor) -> None:
+        if z.dim() != 2 or z.shape[1] != self.dim:
+            raise ConfigError(f"model expects z of shape (B, {self.dim}); got {tuple(z.shape)}")
+        if r.shape != (z.shape[0],) or t.shape != (z.shape[0],):
+            raise ConfigError(
+                f"model expects r and t of shape ({z.shape[0]},); got {tuple(r.shape)} and {tuple(t.shape)}"
+            )
+
+    def forward(self, z: torch.Tensor, r: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Average velocity ``u(z, r, t)``."""
+        self._check(z, r, t)
+        return self.u_head(self.features(z, self.time(r, t)))
+
+    def velocity(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Instantaneous velocity ``v(z, t)``: ``u(z, t, t)`` or the auxiliary head at ``r = t``."""
+        if self.v_head is None:
+            return self.forward(z, t, t)
+        self._check(z, t, t)
+        return self.v_head(self.features(z, self.time(t, t)))

@@ -1,0 +1,47 @@
+"""Residual MLP with adaptive layer-norm time conditioning (DiT's adaLN-Zero, for vectors).
+
+``h = W_in z``; each block: ``h += g * MLP(LN(h) (1 + a) + b)`` where ``(a, b, g)`` are
+linear in ``c = MLP(time features)`` and start at zero, so every block starts as the identity.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from imf_exp.models.base import AverageVelocityModel, make_activation
+
+
+class _Block(nn.Module):
+    def __init__(self, width: int, act: str, expansion: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(width, elementwise_affine=False)
+        self.mlp = nn.Sequential(nn.Linear(width, expansion * width), make_activation(act),
+                                 nn.Linear(expansion * width, width))
+        self.modulation = nn.Linear(width, 3 * width)
+        nn.init.zeros_(self.modulation.weight)
+        nn.init.zeros_(self.modulation.bias)
+
+    def forward(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        scale, shift, gate = self.modulation(c).chunk(3, dim=-1)
+        return h + gate * self.mlp(self.norm(h) * (1 + scale) + shift)
+
+
+class ResMLP(AverageVelocityModel):
+    """``depth`` residual blocks of ``width`` units (hidden ``expansion * width``), adaLN time conditioning."""
+
+    def __init__(self, dim: int, width: int = 256, depth: int = 4, expansion: int = 2,
+                 **kwargs) -> None:
+        super().__init__(dim, width, depth, **kwargs)
+        self.inp = nn.Linear(dim, width)
+        self.cond = nn.Sequential(nn.Linear(self.time.out_dim, width), make_activation(self.act_name),
+                                  nn.Linear(width, width), make_activation(self.act_name))
+        self.blocks = nn.ModuleList(_Block(width, self.act_name, expansion) for _ in range(depth))
+        self.out_norm = nn.LayerNorm(width)
+
+    def features(self, z: torch.Tensor, time_features: torch.Tensor) -> torch.Tensor:
+        c = self.cond(time_features)
+        h = self.inp(z)
+        for block in self.blocks:
+            h = block(h, c)
+        return self.out_norm(h)

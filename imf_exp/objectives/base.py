@@ -1,0 +1,61 @@
+"""Objectives: pure functions of ``(model, x, noise, r, t)`` returning ``(loss, logs)``.
+
+All share the interpolation ``z_t = (1 - t) x + t e`` (``t = 0`` data, ``t = 1`` noise), the
+conditional velocity ``v = e - x`` and the adaptive metric. ``logs`` holds detached scalar
+tensors (no host sync); the trainer decides when to read them.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+from torch import nn
+from torch.func import jvp
+
+from imf_exp.boundary import BoundaryMode
+from imf_exp.errors import check
+from imf_exp.objectives.weighting import adaptive_metric
+
+Logs = dict[str, torch.Tensor]
+
+
+def interpolate(x: torch.Tensor, e: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``z_t = (1 - t) x + t e`` and the conditional velocity ``v = e - x``."""
+    tb = t.view(-1, *([1] * (x.dim() - 1)))
+    return (1 - tb) * x + tb * e, e - x
+
+
+def total_derivative(model: nn.Module, z: torch.Tensor, r: torch.Tensor, t: torch.Tensor,
+                     v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(u, du/dt)`` at ``(z, r, t)`` along the trajectory ``dz/dt = v``, ``r`` held fixed.
+
+    One batched forward-mode JVP with primals ``(z, t)`` and tangents ``(v, 1)``: the tangent
+    of ``r`` is zero, so ``r`` is closed over instead of paying for a zero tangent.
+    ``u`` keeps its graph to the parameters; ``du/dt`` is returned detached.
+    """
+    u, dudt = jvp(lambda z_, t_: model(z_, r, t_), (z, t), (v, torch.ones_like(t)))
+    return u, dudt.detach()
+
+
+class Objective(ABC):
+    """Holds the metric's ``norm_p`` (``p``) and ``norm_eps`` (``c``)."""
+
+    #: how evaluation samples a model trained with this objective:
+    #: ``"average"`` (k-NFE average-velocity steps) or ``"ode"`` (ODE on ``v``)
+    sampling: str = "average"
+
+    def __init__(self, norm_p: float = 1.0, norm_eps: float = 0.01) -> None:
+        check(norm_p >= 0, "objective.norm_p", norm_p, "a number >= 0")
+        check(norm_eps > 0, "objective.norm_eps", norm_eps, "a number > 0")
+        self.norm_p, self.norm_eps = float(norm_p), float(norm_eps)
+
+    def metric(self, delta: torch.Tensor) -> torch.Tensor:
+        return adaptive_metric(delta, self.norm_p, self.norm_eps)
+
+    @abstractmethod
+    def __call__(self, model: nn.Module, x: torch.Tensor, e: torch.Tensor, r: torch.Tensor,
+                 t: torch.Tensor, boundary: BoundaryMode) -> tuple[torch.Tensor, Logs]:
+        """Loss (scalar with graph) and detached logs for one batch."""
+
+

@@ -1,0 +1,60 @@
+"""Samplers. Time runs from noise (``t = 1``) down to data (``t = 0``).
+
+* Average velocity, ``k`` NFE: ``t_i = 1 - i/k``,
+  ``z_{t_{i+1}} = z_{t_i} - (t_i - t_{i+1}) u(z_{t_i}, r=t_{i+1}, t=t_i)``.
+  One step: ``x = z_1 - u(z_1, r=0, t=1)``.
+* ODE on the instantaneous velocity ``v(z, t)``: Euler or midpoint with ``k`` uniform steps
+  (``k`` or ``2k`` NFE).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from imf_exp.errors import check
+
+ODE_METHODS = ("euler", "midpoint")
+
+
+def _full(z: torch.Tensor, value: float) -> torch.Tensor:
+    return torch.full((z.shape[0],), value, device=z.device, dtype=z.dtype)
+
+
+@torch.no_grad()
+def sample_average(model: nn.Module, z1: torch.Tensor, nfe: int = 1) -> torch.Tensor:
+    """Integrate from ``z1`` (noise) to data with ``nfe`` average-velocity jumps."""
+    check(nfe >= 1, "nfe", nfe, "an int >= 1")
+    z = z1
+    for i in range(nfe):
+        t_hi, t_lo = 1.0 - i / nfe, 1.0 - (i + 1) / nfe
+        z = z - (t_hi - t_lo) * model(z, _full(z, t_lo), _full(z, t_hi))
+    return z
+
+
+@torch.no_grad()
+def sample_ode(velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], z1: torch.Tensor,
+               steps: int = 100, method: str = "euler") -> torch.Tensor:
+    """Integrate ``dz/dt = v(z, t)`` from ``t = 1`` to ``t = 0`` with ``steps`` uniform steps."""
+    check(steps >= 1, "steps", steps, "an int >= 1")
+    check(method in ODE_METHODS, "method", method, f"one of {list(ODE_METHODS)}")
+    z, h = z1, 1.0 / steps
+    for i in range(steps):
+        t = 1.0 - i * h
+        v = velocity(z, _full(z, t))
+        if method == "midpoint":
+            v = velocity(z - 0.5 * h * v, _full(z, t - 0.5 * h))
+        z = z - h * v
+    return z
+
+
+def generate(model: nn.Module, z1: torch.Tensor, kind: str, steps: int,
+             method: str = "euler") -> torch.Tensor:
+    """``kind="average"``: ``steps``-NFE average-velocity sampling; ``"ode"``: ODE on ``v``."""
+    if kind == "average":
+        return sample_average(model, z1, steps)
+    if kind == "ode":
+        return sample_ode(model.velocity, z1, steps, method)
+    raise ValueError(f"sampling kind must be 'average' or 'ode'; got {kind!r}")
