@@ -7,6 +7,13 @@ import torch
 from imf_exp.objectives.base import Objective, interpolate, total_derivative
 
 
+def compound_velocity(model, z: torch.Tensor, r: torch.Tensor, t: torch.Tensor,
+                      tangent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``V = u + (t - r) stopgrad(du/dt)`` with ``du/dt`` along ``tangent``; returns ``(V, u)``."""
+    u, dudt = total_derivative(model, z, r, t, tangent)
+    return u + (t - r)[:, None] * dudt, u
+
+
 class IMF(Objective):
     """iMF objective.
 
@@ -27,8 +34,7 @@ class IMF(Objective):
         else:
             with torch.no_grad():
                 tangent = model.velocity(z, t)
-        u, dudt = total_derivative(model, z, r, t, tangent)
-        compound = u + (t - r)[:, None] * dudt
+        compound, _ = compound_velocity(model, z, r, t, tangent)
         loss_u = self.metric(compound - v_tgt)
         logs = {"loss_u": loss_u.detach()}
         loss = loss_u

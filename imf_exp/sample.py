@@ -1,0 +1,107 @@
+"""Draw samples from a trained run folder.
+
+    python -m imf_exp.sample RUN_DIR [n=5000] [nfe=1] [out=PATH] [seed=0] [weights=ema]
+                                     [coords=native] [device=auto] [ode_method=euler]
+
+* ``nfe``: average-velocity jumps (1 = one step); for a flow-matching run, ODE steps on ``v``.
+* ``out``: ``.npy`` (an ``(n, dim)`` array in ``coords``) or ``.npz`` (both ``native`` and
+  ``standardized``); default ``RUN_DIR/samples/sample_nfe{nfe}_n{n}_seed{seed}.npz``.
+* ``weights``: ``ema`` (default, as in evaluation) or ``raw`` (the trained weights).
+* ``coords``: ``native`` (the dataset's own coordinates) or ``standardized`` (for ``.npy``).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from imf_exp.errors import ConfigError, check
+from imf_exp.trainer import CHECKPOINT, select_device
+
+DEFAULTS = {"n": "5000", "nfe": "1", "out": "", "seed": "0", "weights": "ema", "coords": "native",
+            "device": "auto", "ode_method": "euler"}
+
+
+def parse_args(argv: list[str]) -> tuple[Path, dict[str, str]]:
+    if not argv or "=" in argv[0] or argv[0] in ("-h", "--help"):
+        raise ConfigError("usage: python -m imf_exp.sample RUN_DIR [key=value ...]; keys: "
+                          + ", ".join(f"{k} (default {v!r})" for k, v in DEFAULTS.items()))
+    args = dict(DEFAULTS)
+    for item in argv[1:]:
+        key, sep, value = item.partition("=")
+        if not sep or key not in DEFAULTS:
+            raise ConfigError(f"unknown argument {item!r}: expected key=value with key in {sorted(DEFAULTS)}")
+        args[key] = value
+    return Path(argv[0]), args
+
+
+def _int(args: dict[str, str], key: str, low: int) -> int:
+    try:
+        value = int(args[key])
+    except ValueError:
+        raise ConfigError(f"{key}={args[key]!r} is not allowed: an int >= {low}") from None
+    check(value >= low, key, value, f"an int >= {low}")
+    return value
+
+
+def load_run(run_dir: Path, weights: str = "ema", device: str = "auto"):
+    """Rebuild ``(cfg, parts, model)`` of a run folder from its config and checkpoint."""
+    from imf_exp.train import build
+
+    if not run_dir.is_dir():
+        raise ConfigError(f"run folder {str(run_dir)!r} does not exist")
+    cfg_path = run_dir / ".hydra" / "config.yaml"
+    if not cfg_path.is_file():
+        raise ConfigError(f"{cfg_path} is missing: {run_dir} is not a run folder of imf_exp.train")
+    ckpt_path = run_dir / CHECKPOINT
+    if not ckpt_path.is_file():
+        raise ConfigError(f"{ckpt_path} is missing: the run has not written a checkpoint yet")
+    cfg = OmegaConf.load(cfg_path)
+    parts = build(cfg)
+    try:
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001
+        raise ConfigError(f"{ckpt_path} is not a readable checkpoint ({err})") from None
+    model = parts["model"]
+    model.load_state_dict(state["ema" if weights == "ema" else "model"])
+    model = model.to(select_device(device)).eval()
+    return cfg, parts, model, int(state["step"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    from imf_exp.sampling import generate
+
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        run_dir, args = parse_args(argv)
+        n, nfe, seed = _int(args, "n", 1), _int(args, "nfe", 1), _int(args, "seed", 0)
+        check(args["weights"] in ("ema", "raw"), "weights", args["weights"], "'ema' or 'raw'")
+        check(args["coords"] in ("native", "standardized"), "coords", args["coords"],
+              "'native' or 'standardized'")
+        out = Path(args["out"]) if args["out"] else (
+            run_dir / "samples" / f"sample_nfe{nfe}_n{n}_seed{seed}.npz")
+        check(out.suffix in (".npy", ".npz"), "out", str(out), "a path ending in .npy or .npz")
+        cfg, parts, model, step = load_run(run_dir, args["weights"], args["device"])
+    except ConfigError as err:
+        print(f"Error: {err}", file=sys.stderr)
+        return 2
+    dataset, device = parts["dataset"], next(model.parameters()).device
+    g = torch.Generator().manual_seed(seed)
+    z1 = torch.randn(n, dataset.dim, generator=g).to(device)
+    x = generate(model, z1, parts["objective"].sampling, nfe, args["ode_method"]).float().cpu()
+    native = dataset.destandardize(x.double()).float().numpy()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".npz":
+        np.savez(out, native=native, standardized=x.numpy())
+    else:
+        np.save(out, native if args["coords"] == "native" else x.numpy())
+    print(f"wrote {n} samples ({nfe} NFE, {args['weights']} weights, step {step}) to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+import pytest
+import torch
+import yaml
+
+from imf_exp.data import Circles, Dataset, Moons, as_dataset
+from imf_exp.errors import ConfigError
+from tests.conftest import CONF
+
+DATASETS = ["moons", "circles", "eight_gaussians", "checkerboard", "swissroll", "spirals"]
+
+
+def build(name):
+    from hydra.utils import instantiate
+
+    node = yaml.safe_load((CONF / "dataset" / f"{name}.yaml").read_text())
+    node.pop("defaults")
+    return instantiate(node)
+
+
+@pytest.mark.parametrize("name", DATASETS)
+def test_fixed_statistics_match_a_large_reference_sample(name):
+    ds = build(name)
+    mean, std = ds.reference_statistics(n=400_000, seed=7)  # a different seed than the one used
+    assert torch.allclose(ds.mean, mean, atol=0.01 * std.max().item())
+    assert torch.allclose(ds.std, std, rtol=0.01)
+    x, y = ds.sample(100_000, torch.Generator().manual_seed(3))
+    assert x.shape == (100_000, 2) and x.dtype == torch.float32
+    assert torch.allclose(x.mean(0).double(), torch.zeros(2, dtype=torch.float64), atol=0.02)
+    assert torch.allclose(x.std(0).double(), torch.ones(2, dtype=torch.float64), atol=0.02)
+    if ds.num_classes:
+        assert y.shape == (100_000,) and set(y.unique().tolist()) == set(range(ds.num_classes))
+    else:
+        assert y is None
+    back = ds.destandardize(x.double())
+    assert torch.allclose(ds.standardize(back), x.double(), atol=1e-6)
+
+
+def test_samples_are_iid_not_on_a_grid():
+    ds = Moons(noise=0.0)
+    a, _ = ds.sample_native(1000, torch.Generator().manual_seed(0))
+    b, _ = ds.sample_native(1000, torch.Generator().manual_seed(1))
+    assert not torch.allclose(a.sort(0).values, b.sort(0).values, atol=1e-3)
+    # on the two unit half circles exactly when noise = 0
+    upper = (a - torch.tensor([0.0, 0.0])).norm(dim=1)
+    lower = (a - torch.tensor([1.0, 0.5])).norm(dim=1)
+    assert torch.allclose(torch.minimum((upper - 1).abs(), (lower - 1).abs()), torch.zeros(1000), atol=1e-5)
+
+
+def test_circles_radii():
+    ds = Circles(factor=0.3, noise=0.0)
+    x, y = ds.sample_native(1000, torch.Generator().manual_seed(0))
+    radius = x.norm(dim=1)
+    assert torch.allclose(radius[y == 0], torch.ones(1), atol=1e-5)
+    assert torch.allclose(radius[y == 1], torch.full((1,), 0.3), atol=1e-5)
+
+
+class Ring:
+    """A user's own sampler: duck-typed, no import of the package needed."""
+
+    dim = 2
+
+    def __init__(self, radius=3.0):
+        self.radius = radius
+
+    def sample(self, n, generator):
+        theta = 6.283185307 * torch.rand(n, generator=generator)
+        return self.radius * torch.stack([theta.cos(), theta.sin()], 1)
+
+
+def test_duck_typed_sampler_gets_fixed_standardization():
+    ds = as_dataset(Ring(2.0))
+    assert isinstance(ds, Dataset) and ds.dim == 2 and ds.num_classes == 0
+    assert torch.allclose(ds.std, torch.full((2,), 2.0 / 2**0.5, dtype=torch.float64), rtol=0.01)
+    x, y = ds.sample(10, torch.Generator().manual_seed(0))
+    assert x.shape == (10, 2) and y is None
+
+
+def test_not_a_dataset_is_refused_with_what_is_needed():
+    with pytest.raises(ConfigError, match="dim.*sample"):
+        as_dataset(object())
+
+
+@pytest.mark.parametrize("make,key", [
+    (lambda: Moons(noise=-1), "dataset.noise"),
+    (lambda: Circles(factor=1.5), "dataset.factor"),
+    (lambda: Moons(mean=[0.0], std=[1.0, 1.0]), "dataset.mean"),
+    (lambda: Moons(mean=[0.0, 0.0], std=[1.0, 0.0]), "dataset.std"),
+])
+def test_bad_dataset_values(make, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        make()
