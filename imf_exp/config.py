@@ -12,11 +12,12 @@ arguments with ``+dataset.NAME=VALUE``.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from imf_exp.errors import ConfigError, check
 
@@ -32,6 +33,7 @@ class TrainerConfig:
     checkpoint_every: int = 1000  # 0: checkpoint only at the end
     compile: bool = False
     progress: bool = True
+    max_bad_steps: int = 0  # > 0: skip up to this many non-finite steps (a host sync per step)
 
 
 @dataclass
@@ -59,6 +61,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     name: str = "imf"
+    resume: Optional[str] = None  # a run folder to continue (its own config is used)
 
 
 # ---- group schemas --------------------------------------------------------------------------
@@ -188,7 +191,22 @@ SCHEMAS: dict[tuple[str | None, str], Any] = {
 }
 
 
+def _resume_or(resume: Any, default: str) -> str:
+    """``hydra.run.dir``: the folder to resume (checked by ``train.cli`` before Hydra starts)."""
+    return str(resume) if resume not in (None, "", "null") else default
+
+
+def _output_subdir(resume: Any) -> str:
+    """A resumed run keeps its original ``.hydra/``; the resume's own files go beside it."""
+    if resume in (None, "", "null"):
+        return ".hydra"
+    return ".hydra/resume-" + time.strftime("%Y%m%d-%H%M%S")
+
+
 def register_configs() -> None:
+    for name, fn in (("imf.resume_or", _resume_or), ("imf.output_subdir", _output_subdir)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
     cs = ConfigStore.instance()
     for (group, name), node in SCHEMAS.items():
         cs.store(group=group, name=name, node=node)
@@ -213,6 +231,7 @@ def validate(cfg: DictConfig) -> None:
           "one of ['euler', 'midpoint']")
     check(ev.floor_repeats >= 1, "eval.floor_repeats", ev.floor_repeats, "an int >= 1")
     check(ev.plot_n >= 1, "eval.plot_n", ev.plot_n, "an int >= 1")
+    check(tr.max_bad_steps >= 0, "trainer.max_bad_steps", tr.max_bad_steps, "an int >= 0")
     dev = str(cfg.device)
     if not (dev in ("auto", "cpu") or dev == "cuda" or dev.startswith("cuda:")):
         raise ConfigError(f"device={dev!r} is not allowed: one of 'auto', 'cpu', 'cuda', 'cuda:N'")

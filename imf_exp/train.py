@@ -2,19 +2,24 @@
 
     python -m imf_exp.train dataset=circles
     python -m imf_exp.train -m boundary_mode=shared,aux_head seed=0,1,2
+    python -m imf_exp.train resume=outputs/runs/2026-11-29/12-00-00-000000
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
+import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -22,10 +27,12 @@ from imf_exp.config import register_configs, validate
 from imf_exp.data.base import as_dataset
 from imf_exp.errors import ConfigError
 from imf_exp.metrics import Evaluator
-from imf_exp.trainer import Trainer, write_json
+from imf_exp.trainer import Interrupted, NonFiniteError, Trainer, load_checkpoint, write_json
 
 log = logging.getLogger(__name__)
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+# keys a resumed run may change: they do not alter the trajectory of the weights
+RESUME_MAY_CHANGE = ("resume", "device", "trainer.progress", "logger", "hydra")
 register_configs()
 
 
@@ -59,11 +66,75 @@ def build(cfg: DictConfig) -> dict:
                 objective=objective, optimizer=optimizer, logger=logger, model=model)
 
 
-def train(cfg: DictConfig, run_dir: Path) -> float:
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out or {prefix[:-1]: {}}
+    return {prefix[:-1]: node}
+
+
+def config_diff(a: dict, b: dict, only: list[str] | None = None) -> list[str]:
+    """Dotted keys where two resolved configs differ (restricted to prefixes ``only``)."""
+    fa, fb = _flatten(a), _flatten(b)
+    keys = sorted(set(fa) | set(fb))
+    if only is not None:
+        keys = [k for k in keys if any(k == p or k.startswith(p + ".") for p in only)]
+    keys = [k for k in keys if not any(k == p or k.startswith(p + ".") for p in RESUME_MAY_CHANGE)]
+    return [f"{k} ({fa.get(k, '<absent>')!r} in the run, {fb.get(k, '<absent>')!r} now)"
+            for k in keys if fa.get(k, "<absent>") != fb.get(k, "<absent>")]
+
+
+def _override_keys() -> list[str]:
+    keys = []
+    for item in HydraConfig.get().overrides.task:
+        key = item.split("=", 1)[0].lstrip("+~")
+        keys.append(key.split("@", 1)[0])
+    return keys
+
+
+def prepare_resume(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, dict | None]:
+    """The config to run and the checkpoint to start from (None: from scratch).
+
+    ``resume=FOLDER`` continues that run with its own saved config; command-line overrides
+    that would change it are refused. A run folder that already holds a checkpoint (a
+    requeued job, a fixed ``hydra.run.dir``) resumes too, if its config is the same.
+    """
+    if cfg.resume not in (None, ""):
+        if not run_dir.is_dir():
+            raise ConfigError(f"resume={cfg.resume!r}: the folder does not exist")
+        saved_cfg = run_dir / ".hydra" / "config.yaml"
+        if not saved_cfg.is_file():
+            raise ConfigError(f"resume={cfg.resume!r}: {saved_cfg} is missing; not a run folder")
+        state = load_checkpoint(run_dir)
+        if state is None:
+            raise ConfigError(f"resume={cfg.resume!r}: no checkpoint.pt in the folder yet")
+        now = OmegaConf.to_container(cfg, resolve=True)
+        diff = config_diff(state["config"], now, only=_override_keys())
+        if diff:
+            raise ConfigError(f"resume={cfg.resume!r} uses the run's own config; these overrides "
+                              f"would change it: {'; '.join(diff)}")
+        run_cfg = OmegaConf.create(state["config"])
+        for key in ("device", "trainer.progress", "resume"):
+            OmegaConf.update(run_cfg, key, OmegaConf.select(cfg, key), force_add=True)
+        return run_cfg, state
+    state = load_checkpoint(run_dir)
+    if state is None:
+        return cfg, None
+    diff = config_diff(state["config"], OmegaConf.to_container(cfg, resolve=True))
+    if diff:
+        raise ConfigError(f"the run folder {run_dir} already holds a checkpoint of another config "
+                          f"(differs at {'; '.join(diff)}); choose a new folder, or resume={run_dir}")
+    return cfg, state
+
+
+def train(cfg: DictConfig, run_dir: Path, resume_state: dict | None = None) -> float:
     """Train, evaluate and write every artifact into ``run_dir``; return the primary metric."""
     parts = build(cfg)
+    config = OmegaConf.to_container(cfg, resolve=True)
     trainer = Trainer(**cfg.trainer, run_dir=run_dir, device=cfg.device, seed=cfg.seed,
-                      logger=parts["logger"], config=OmegaConf.to_container(cfg, resolve=True))
+                      logger=parts["logger"], config=config)
     ds = parts["dataset"]
     evaluator = Evaluator(ds, cfg.eval.n, cfg.eval.nfe, cfg.eval.ode_steps, cfg.eval.ode_method,
                           cfg.eval.floor_repeats, cfg.eval.seed, parts["objective"].sampling)
@@ -71,14 +142,31 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
     log.info("run folder: %s", run_dir)
     log.info("device: %s; model: %s with %d parameters; dataset: %s (dim %d)", trainer.device,
              type(parts["model"]).__name__, n_params, ds.name, ds.dim)
-    parts["logger"].start(run_dir, OmegaConf.to_container(cfg, resolve=True))
+    parts["logger"].start(run_dir, config)
     t0 = time.perf_counter()
-    result = trainer.fit(parts["model"], parts["objective"], parts["boundary"], ds,
-                         parts["time_sampler"], parts["optimizer"], evaluator)
+    base = {"primary": evaluator.primary, "config": config}
+    try:
+        result = trainer.fit(parts["model"], parts["objective"], parts["boundary"], ds,
+                             parts["time_sampler"], parts["optimizer"], evaluator, resume_state)
+    except NonFiniteError as err:
+        msg = (f"training diverged: {err}; the last good checkpoint is kept"
+               " (trainer.max_bad_steps > 0 skips a bounded number of such steps)")
+        write_json(run_dir / "metrics.json", {**base, "status": "failed", "error": msg,
+                                              "failed_step": err.step, "terms": err.terms,
+                                              "evals": err.evals, "history": err.history})
+        parts["logger"].finish({"status": "failed", "error": msg}, failed=True)
+        raise RuntimeError(msg) from None
+    except Interrupted as err:
+        write_json(run_dir / "metrics.json", {**base, "status": "interrupted", "error": str(err),
+                                              "step": err.step, "evals": err.evals,
+                                              "history": err.history})
+        parts["logger"].finish({"status": "interrupted"}, failed=True)
+        log.warning("%s: checkpoint written; continue with resume=%s", err, run_dir)
+        raise
     final = result["final"]
     summary = {
         "status": "completed",
-        "primary": result["primary"],
+        **base,
         "primary_value": final[result["primary"]],
         "final": final,
         "evals": result["evals"],
@@ -95,19 +183,54 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
     return float(final[result["primary"]])
 
 
+def _fail(message: str, code: int) -> None:
+    log.error("%s", message)
+    print(f"Error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float:
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    log.info("composed config:\n%s", OmegaConf.to_yaml(cfg))
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    multirun = hc.mode == RunMode.MULTIRUN
+    full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     try:
-        return train(cfg, run_dir)
+        cfg, state = prepare_resume(cfg, run_dir)
+        log.info("composed config:\n%s", OmegaConf.to_yaml(cfg))
+        return train(cfg, run_dir, state)
+    except Interrupted as err:
+        signal.raise_signal(err.signum)  # the previous handler (e.g. submitit's requeue) or exit
+        raise
     except ConfigError as err:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        if full_error:
             raise
-        log.error("%s", err)
-        print(f"Error: {err}", file=sys.stderr)
-        sys.exit(2)
+        if multirun:  # one bad job is recorded, the sweep goes on
+            write_json(run_dir / "metrics.json", {"status": "failed", "error": str(err)})
+            log.error("job failed: %s", err)
+            return math.nan
+        _fail(str(err), 2)
+    except Exception as err:  # noqa: BLE001
+        if multirun:
+            if not (run_dir / "metrics.json").exists():  # a divergence already wrote its own
+                write_json(run_dir / "metrics.json",
+                           {"status": "failed", "error": f"{type(err).__name__}: {err}"})
+            log.exception("job failed")
+            return math.nan
+        if full_error or not isinstance(err, (RuntimeError, OSError)):
+            raise
+        _fail(str(err), 3)
+    return math.nan
+
+
+def cli() -> None:
+    """``python -m imf_exp.train``: refuse a missing ``resume`` folder before Hydra creates it."""
+    for arg in sys.argv[1:]:
+        if arg.startswith("resume=") and arg != "resume=null" and not Path(arg[7:]).is_dir():
+            print(f"Error: {arg!r}: the folder does not exist", file=sys.stderr)
+            sys.exit(2)
+    main()
 
 
 if __name__ == "__main__":
-    main()
+    cli()

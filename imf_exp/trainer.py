@@ -1,9 +1,10 @@
-"""The training loop: EMA, periodic evaluation, checkpoints, logging.
+"""The training loop: EMA, periodic evaluation, checkpoints and resume, logging.
 
 It knows no dataset and no objective: it draws ``x`` from a dataset object, noise and times from
 the time sampler, calls ``objective(model, x, e, r, t, boundary)`` and steps the optimizer.
-Per step there is no host-device sync: loss terms are kept on the device and read every
-``log_every`` steps.
+Per step there is no host-device sync: loss terms stay on the device and are read every
+``log_every`` steps (and before every checkpoint, so a checkpoint never holds non-finite
+weights). ``max_bad_steps > 0`` trades that for a per-step check that skips bad steps.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import math
 import os
 import random
+import signal
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -24,6 +26,7 @@ from torch import nn
 
 from imf_exp.boundary import BoundaryMode
 from imf_exp.data.base import Dataset
+from imf_exp.errors import ConfigError
 from imf_exp.loggers import Logger, NoLogger
 from imf_exp.metrics import Evaluator
 from imf_exp.objectives.base import Objective
@@ -33,22 +36,53 @@ from imf_exp.time_samplers import TimeSampler
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
+PREVIOUS = "checkpoint.prev.pt"
+STATE_KEYS = ("step", "model", "ema", "optimizer", "scheduler", "rng", "history", "evals", "config")
+STOP_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None)) if s)
+
+
+class NonFiniteError(RuntimeError):
+    """A loss term or the gradient norm became NaN or infinite."""
+
+    def __init__(self, step: int, terms: list[str], history, evals) -> None:
+        super().__init__(f"non-finite {', '.join(terms)} at step {step}")
+        self.step, self.terms, self.history, self.evals = step, terms, history, evals
+
+
+class Interrupted(RuntimeError):
+    """SIGTERM or SIGUSR1 arrived; a checkpoint was written at ``step``."""
+
+    def __init__(self, signum: int, step: int, history, evals) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}")
+        self.signum, self.step, self.history, self.evals = signum, step, history, evals
 
 
 def select_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} is not allowed here: CUDA is not available (use auto or cpu)")
     return torch.device(name)
 
 
-def atomic_write_bytes(path: Path, write: Callable[[Any], None]) -> None:
-    """Write through a temporary file in the same folder, then rename over ``path``."""
+def atomic_write_bytes(path: Path, write: Callable[[Any], None], keep_previous: Path | None = None) -> None:
+    """Write through a temporary file in the same folder, then rename over ``path``.
+
+    With ``keep_previous``, the old ``path`` is moved there first (after the new file is
+    complete), so a kill at any moment leaves at least one whole file behind.
+    """
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        if keep_previous is not None and path.exists():
+            os.replace(path, keep_previous)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OSError(f"cannot write {path}: {err.strerror or err}") from err
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -62,63 +96,72 @@ def save_samples(path: Path, standardized: torch.Tensor, dataset: Dataset) -> No
     atomic_write_bytes(path, lambda f: np.savez(f, standardized=std.numpy(), native=native.numpy()))
 
 
+def load_checkpoint(run_dir: Path, map_location: Any = "cpu") -> dict | None:
+    """The newest readable checkpoint of ``run_dir`` (falling back to the previous one), or None.
+
+    Raises :class:`ConfigError` when checkpoints exist but none can be read.
+    """
+    problems = []
+    for name in (CHECKPOINT, PREVIOUS):
+        path = run_dir / name
+        if not path.exists():
+            continue
+        try:
+            state = torch.load(path, map_location=map_location, weights_only=False)
+            missing = [k for k in STATE_KEYS if k not in state]
+            if missing:
+                raise ValueError(f"missing entries {missing}")
+        except Exception as err:  # noqa: BLE001 - any unreadable file is reported the same way
+            problems.append(f"{path}: {type(err).__name__}: {err}")
+            log.warning("checkpoint %s is corrupt or truncated (%s)%s", path, err,
+                        "; trying the previous one" if name == CHECKPOINT else "")
+            continue
+        if problems:
+            log.warning("using the previous good checkpoint %s (step %d)", path, state["step"])
+        state["path"] = str(path)
+        return state
+    if problems:
+        raise ConfigError("no readable checkpoint in " + str(run_dir) + ": " + "; ".join(problems))
+    return None
+
+
 class Trainer:
     """Fits one model; every file it writes lands in ``run_dir``."""
 
     def __init__(self, steps: int = 4000, batch_size: int = 1024, ema_decay: float = 0.999,
                  ema_warmup: bool = True, log_every: int = 100, eval_every: int = 1000,
                  checkpoint_every: int = 1000, compile: bool = False, progress: bool = True,
-                 run_dir: Path | str = ".", device: str = "auto", seed: int = 0,
-                 logger: Logger | None = None, config: dict | None = None) -> None:
+                 max_bad_steps: int = 0, run_dir: Path | str = ".", device: str = "auto",
+                 seed: int = 0, logger: Logger | None = None, config: dict | None = None) -> None:
         self.steps, self.batch_size = int(steps), int(batch_size)
         self.ema_decay, self.ema_warmup = float(ema_decay), bool(ema_warmup)
         self.log_every, self.eval_every = int(log_every), int(eval_every)
         self.checkpoint_every, self.compile, self.progress = int(checkpoint_every), compile, progress
+        self.max_bad_steps = int(max_bad_steps)
         self.run_dir = Path(run_dir)
         self.device = select_device(device)
         self.seed = int(seed)
         self.logger = logger or NoLogger()
         self.config = config or {}
+        self._signal: int | None = None
 
-    # ---- state ---------------------------------------------------------------------------
     def _ema_decay_at(self, step: int) -> float:
         if not self.ema_warmup:
             return self.ema_decay
         return min(self.ema_decay, (1 + step) / (10 + step))
 
-    def _state(self, step, model, ema, opt, sched, gen, history, evals) -> dict:
-        return {
-            "step": step,
-            "model": model.state_dict(),
-            "ema": ema.state_dict(),
-            "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(),
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                "numpy": np.random.get_state(),
-                "python": random.getstate(),
-                "data": gen.get_state(),
-            },
-            "history": history,
-            "evals": evals,
-            "config": self.config,
-        }
-
-    def save_checkpoint(self, state: dict) -> Path:
-        path = self.run_dir / CHECKPOINT
-        atomic_write_bytes(path, lambda f: torch.save(state, f))
-        return path
+    def _on_signal(self, signum, frame) -> None:
+        self._signal = signum
 
     # ---- the loop --------------------------------------------------------------------------
     def fit(self, model: nn.Module, objective: Objective, boundary: BoundaryMode,
             dataset: Dataset, time_sampler: TimeSampler, optimizer: OptimizerSpec,
-            evaluator: Evaluator) -> dict:
+            evaluator: Evaluator, resume_state: dict | None = None) -> dict:
+        """Train from scratch, or from ``resume_state`` (see :func:`load_checkpoint`)."""
         from imf_exp.plots import plot_loss, plot_samples  # matplotlib import is slow
 
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "samples").mkdir(exist_ok=True)
-        (self.run_dir / "figures").mkdir(exist_ok=True)
+        for sub in ("", "samples", "figures"):
+            (self.run_dir / sub).mkdir(parents=True, exist_ok=True)
         dev = self.device
         model = model.to(dev)
         ema = copy.deepcopy(model).requires_grad_(False).eval()
@@ -128,23 +171,38 @@ class Trainer:
         gen = torch.Generator(device=dev).manual_seed(self.seed)
         history: list[dict] = []
         evals: list[dict] = []
-        start = 0
-        ckpt_path = self.run_dir / CHECKPOINT
-        if ckpt_path.exists():
-            state = torch.load(ckpt_path, map_location=dev, weights_only=False)
-            model.load_state_dict(state["model"])
-            ema.load_state_dict(state["ema"])
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-            rng = state["rng"]
-            torch.set_rng_state(rng["torch"])
+        start, train_time, bad_steps = 0, 0.0, 0
+        if resume_state is not None:
+            model.load_state_dict(resume_state["model"])
+            ema.load_state_dict(resume_state["ema"])
+            opt.load_state_dict(resume_state["optimizer"])
+            sched.load_state_dict(resume_state["scheduler"])
+            rng = resume_state["rng"]
+            torch.set_rng_state(rng["torch"].cpu())
             if rng.get("cuda") is not None and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(rng["cuda"])
+                torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
             np.random.set_state(rng["numpy"])
             random.setstate(rng["python"])
-            gen.set_state(rng["data"])
-            history, evals, start = state["history"], state["evals"], int(state["step"])
-            log.info("resumed from %s at step %d", ckpt_path, start)
+            gen.set_state(rng["data"].cpu())
+            history, evals = resume_state["history"], resume_state["evals"]
+            start = int(resume_state["step"])
+            train_time = float(resume_state.get("train_seconds", 0.0))
+            bad_steps = int(resume_state.get("bad_steps", 0))
+            log.info("resumed from %s at step %d", resume_state.get("path", "checkpoint"), start)
+
+        def state(step: int) -> dict:
+            return {"step": step, "model": model.state_dict(), "ema": ema.state_dict(),
+                    "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "rng": {"torch": torch.get_rng_state(),
+                            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                            "numpy": np.random.get_state(), "python": random.getstate(),
+                            "data": gen.get_state()},
+                    "history": history, "evals": evals, "config": self.config,
+                    "train_seconds": train_time, "bad_steps": bad_steps}
+
+        def save(step: int) -> None:
+            atomic_write_bytes(self.run_dir / CHECKPOINT, lambda f: torch.save(state(step), f),
+                               keep_previous=self.run_dir / PREVIOUS)
 
         def loss_fn(x, e, r, t):
             return objective(model, x, e, r, t, boundary)
@@ -152,76 +210,101 @@ class Trainer:
         step_loss = torch.compile(loss_fn) if self.compile else loss_fn
         dim, bs = dataset.dim, self.batch_size
         pending: list[dict[str, torch.Tensor]] = []
-        bar = None
-        if self.progress:
-            from tqdm.auto import tqdm
+        pending_steps: list[int] = []
 
-            bar = tqdm(total=self.steps, initial=start, desc="train", dynamic_ncols=True,
-                       mininterval=0.5, disable=None)  # None: off when not a terminal
-
-        def flush(step: int, elapsed: float, n_steps: int) -> None:
-            keys = pending[0].keys()
-            stacked = torch.stack([torch.stack([p[k] for p in pending]) for k in keys])
-            means = stacked.float().mean(1).tolist()  # the one host sync per log interval
-            row = {"step": step, **dict(zip(keys, means)), "lr": sched.get_last_lr()[0],
-                   "steps_per_s": n_steps / max(elapsed, 1e-9)}
+        def flush(step: int, elapsed: float) -> None:
+            """Read the pending per-step logs (one host sync) into a history row."""
+            if not pending:
+                return
+            keys = list(pending[0].keys())
+            stacked = torch.stack([torch.stack([p[k] for p in pending]) for k in keys]).float().cpu()
+            finite = torch.isfinite(stacked)
+            if not bool(finite.all()):
+                first = int((~finite).any(0).nonzero()[0])
+                terms = [k for k, ok in zip(keys, finite[:, first].tolist()) if not ok]
+                raise NonFiniteError(pending_steps[first], terms, history, evals)
+            row = {"step": step, **dict(zip(keys, stacked.mean(1).tolist())),
+                   "lr": sched.get_last_lr()[0], "steps_per_s": len(pending) / max(elapsed, 1e-9)}
             history.append(row)
             pending.clear()
-            bad = [k for k in keys if not math.isfinite(row[k])]
-            if bad:
-                raise FloatingPointError(f"non-finite {', '.join(bad)} in steps up to {step}")
+            pending_steps.clear()
             self.logger.log_scalars({f"train/{k}": v for k, v in row.items() if k != "step"}, step)
             if bar is not None:
                 bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
 
-        def evaluate(step: int) -> dict:
+        def evaluate(step: int):
             metrics, samples = evaluator(ema)
             evals.append({"step": step, **metrics})
             self.logger.log_scalars({f"eval/{k}": v for k, v in metrics.items()}, step)
             first = evaluator.samplers[0][0]
             log.info("step %d: %s", step, ", ".join(
                 f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith(first) or k == "w2_floor"))
-            save_samples(self.run_dir / "samples" / f"step{step:07d}_{first}.npz", samples[first],
-                         dataset)
+            save_samples(self.run_dir / "samples" / f"step{step:07d}_{first}.npz", samples[first], dataset)
             return metrics, samples
 
-        t_last, n_last = time.perf_counter(), 0
-        train_time = 0.0
-        metrics, samples = None, None
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.steps, initial=start, desc="train", dynamic_ncols=True,
+                       mininterval=0.5, disable=None)  # None: off when not a terminal
+        previous_handlers = {}
+        for sig in STOP_SIGNALS:
+            try:
+                previous_handlers[sig] = signal.signal(sig, self._on_signal)
+            except ValueError:  # not the main thread: the launcher handles signals
+                pass
+        metrics = samples = None
         model.train()
-        for step in range(start, self.steps):
-            x, _ = dataset.sample(bs, gen)
-            e = torch.randn(bs, dim, generator=gen, device=dev)
-            r, t = time_sampler.sample(bs, gen)
-            loss, logs = step_loss(x, e, r, t)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            clip = optimizer.grad_clip if optimizer.grad_clip > 0 else float("inf")
-            logs["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, clip, foreach=True)
-            opt.step()
-            sched.step()
-            with torch.no_grad():
-                torch._foreach_lerp_(ema_params, params, 1.0 - self._ema_decay_at(step))
-            pending.append(logs)
-            done = step + 1
-            n_last += 1
+        t_last = time.perf_counter()
+        try:
+            for step in range(start, self.steps):
+                x, _ = dataset.sample(bs, gen)
+                e = torch.randn(bs, dim, generator=gen, device=dev)
+                r, t = time_sampler.sample(bs, gen)
+                loss, logs = step_loss(x, e, r, t)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                clip = optimizer.grad_clip if optimizer.grad_clip > 0 else float("inf")
+                logs["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, clip, foreach=True)
+                if self.max_bad_steps and not bool(torch.isfinite(loss) & torch.isfinite(logs["grad_norm"])):
+                    bad_steps += 1  # per-step sync only when skipping is allowed
+                    log.warning("skipping step %d: non-finite loss or gradient (%d of at most %d)",
+                                step + 1, bad_steps, self.max_bad_steps)
+                    if bad_steps > self.max_bad_steps:
+                        terms = [k for k, v in logs.items() if not bool(torch.isfinite(v).all())]
+                        raise NonFiniteError(step + 1, terms, history, evals)
+                    opt.zero_grad(set_to_none=True)
+                    continue
+                opt.step()
+                sched.step()
+                with torch.no_grad():
+                    torch._foreach_lerp_(ema_params, params, 1.0 - self._ema_decay_at(step))
+                pending.append(logs)
+                pending_steps.append(step + 1)
+                done = step + 1
+                if bar is not None:
+                    bar.update(1)
+                do_eval = (self.eval_every and done % self.eval_every == 0) or done == self.steps
+                do_ckpt = ((self.checkpoint_every and done % self.checkpoint_every == 0)
+                           or done == self.steps or self._signal is not None)
+                if done % self.log_every == 0 or do_eval or do_ckpt:
+                    elapsed = time.perf_counter() - t_last
+                    train_time += elapsed
+                    flush(done, elapsed)
+                if do_eval:
+                    metrics, samples = evaluate(done)
+                if do_ckpt:
+                    save(done)
+                if self._signal is not None:
+                    raise Interrupted(self._signal, done, history, evals)
+                if do_eval or do_ckpt or done % self.log_every == 0:
+                    t_last = time.perf_counter()
+        finally:
             if bar is not None:
-                bar.update(1)
-            if done % self.log_every == 0 or done == self.steps:
-                elapsed = time.perf_counter() - t_last
-                train_time += elapsed
-                flush(done, elapsed, n_last)
-                t_last, n_last = time.perf_counter(), 0
-            if (self.eval_every and done % self.eval_every == 0) or done == self.steps:
-                if pending:
-                    flush(done, time.perf_counter() - t_last, n_last)
-                metrics, samples = evaluate(done)
-                t_last = time.perf_counter()
-            if (self.checkpoint_every and done % self.checkpoint_every == 0) or done == self.steps:
-                self.save_checkpoint(self._state(done, model, ema, opt, sched, gen, history, evals))
-                t_last = time.perf_counter()
-        if bar is not None:
-            bar.close()
+                bar.close()
+            for sig, handler in previous_handlers.items():
+                signal.signal(sig, handler)
         if metrics is None:  # resumed from a finished run: evaluate once more
             metrics, samples = evaluator(ema)
 
@@ -235,6 +318,5 @@ class Trainer:
                            metrics=metrics)
         loss_fig = plot_loss(history, self.run_dir / "figures" / "loss.png")
         self.logger.log_images({"samples": fig, "loss": loss_fig}, self.steps)
-        return {"final": metrics, "evals": evals, "history": history,
-                "train_seconds": train_time, "primary": evaluator.primary,
-                "model": model, "ema": ema}
+        return {"final": metrics, "evals": evals, "history": history, "train_seconds": train_time,
+                "primary": evaluator.primary, "model": model, "ema": ema}

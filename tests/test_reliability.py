@@ -1,0 +1,153 @@
+"""Resume after SIGKILL/SIGTERM, divergence handling, corrupt checkpoints, clobber protection."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from imf_exp.errors import ConfigError
+from imf_exp.trainer import CHECKPOINT, PREVIOUS, load_checkpoint
+from tests.conftest import ROOT
+
+TINY = ["trainer.steps=600", "trainer.batch_size=256", "model.width=32", "model.depth=2",
+        "eval.n=200", "eval.floor_repeats=1", "eval.nfe=[1]", "trainer.eval_every=300",
+        "trainer.checkpoint_every=50", "trainer.log_every=50"]
+
+
+def start(args, env=None):
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "imf_exp.train", *args], cwd=ROOT, env=full_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_checkpoint(run_dir, min_step, proc, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        try:
+            if torch.load(run_dir / CHECKPOINT, weights_only=False)["step"] >= min_step:
+                return
+        except Exception:  # noqa: BLE001 - not there yet
+            pass
+        time.sleep(0.1)
+    raise TimeoutError
+
+
+def same_weights(a, b):
+    sa, sb = (torch.load(p / CHECKPOINT, weights_only=False) for p in (a, b))
+    return sa["step"] == sb["step"] and all(
+        torch.equal(sa[part][k], sb[part][k]) for part in ("model", "ema") for k in sa[part])
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("rel") / "full"
+    proc = start([*TINY, f"hydra.run.dir={run_dir}"])
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-2000:]
+    return run_dir
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["sigkill", "sigterm", "sigusr1"])
+def test_interrupted_run_resumes_to_identical_weights(how, uninterrupted, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = start([*TINY, f"hydra.run.dir={run_dir}"])
+    wait_for_checkpoint(run_dir, 150, proc)
+    sig = {"sigkill": signal.SIGKILL, "sigterm": signal.SIGTERM, "sigusr1": signal.SIGUSR1}[how]
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    state = torch.load(run_dir / CHECKPOINT, weights_only=False)
+    assert 150 <= state["step"] < 600
+    if how != "sigkill":  # a graceful stop checkpoints the step it stopped at and says so
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        assert metrics["status"] == "interrupted" and metrics["step"] == state["step"]
+        assert f"resume={run_dir}" in out + err
+    resumed = subprocess.run([sys.executable, "-m", "imf_exp.train", f"resume={run_dir}"], cwd=ROOT,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resumed from {run_dir / CHECKPOINT} at step {state['step']}" in resumed.stdout
+    assert same_weights(uninterrupted, run_dir)
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (uninterrupted, run_dir))
+    assert a["final"] == b["final"] and b["status"] == "completed"
+    steps_a, steps_b = [h["step"] for h in a["history"]], [h["step"] for h in b["history"]]
+    # a graceful stop adds one row for the partial log interval it flushed before saving
+    assert set(steps_a) <= set(steps_b) and len(steps_b) - len(steps_a) == (how != "sigkill")
+    assert (run_dir / ".hydra" / "config.yaml").read_text() != ""  # the original config is kept
+
+
+@pytest.mark.slow
+def test_requeue_in_the_same_folder_resumes(uninterrupted, tmp_path):
+    """The same command in the same folder (a requeued job) continues; it never restarts."""
+    run_dir = tmp_path / "run"
+    proc = start([*TINY, f"hydra.run.dir={run_dir}"])
+    wait_for_checkpoint(run_dir, 100, proc)
+    proc.kill()
+    proc.communicate()
+    again = start([*TINY, f"hydra.run.dir={run_dir}"])
+    out, err = again.communicate(timeout=600)
+    assert again.returncode == 0 and "resumed from" in out
+    assert same_weights(uninterrupted, run_dir)
+
+
+def test_resume_refuses_overrides_that_change_the_run(uninterrupted, cli):
+    proc = cli(["-m", "imf_exp.train", f"resume={uninterrupted}", "model.width=64"], cwd=ROOT)
+    assert proc.returncode == 2
+    assert "model.width (32 in the run, 64 now)" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_folder_with_another_runs_checkpoint_is_not_clobbered(uninterrupted, cli):
+    before = (uninterrupted / CHECKPOINT).read_bytes()
+    proc = cli(["-m", "imf_exp.train", *TINY, "model.width=48", f"hydra.run.dir={uninterrupted}"], cwd=ROOT)
+    assert proc.returncode == 2 and "already holds a checkpoint of another config" in proc.stderr
+    assert "model.width" in proc.stderr
+    assert (uninterrupted / CHECKPOINT).read_bytes() == before
+
+
+def test_resume_of_missing_folder(tmp_path, cli):
+    proc = cli(["-m", "imf_exp.train", f"resume={tmp_path}/nope"], cwd=ROOT)
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+@pytest.mark.slow
+def test_divergence_is_caught_with_step_and_term(tmp_path, cli):
+    run_dir = tmp_path / "nan"
+    args = [*TINY, "dataset=custom", "dataset._target_=tests.helpers.NaNCircles", "+dataset.first=130",
+            f"hydra.run.dir={run_dir}"]
+    proc = cli(["-m", "imf_exp.train", *args], cwd=ROOT)
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert "non-finite loss" in proc.stderr and "at step 130" in proc.stderr
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and metrics["failed_step"] == 130 and "loss" in metrics["terms"]
+    state = torch.load(run_dir / CHECKPOINT, weights_only=False)
+    assert state["step"] == 100  # the last good checkpoint, never one with NaN weights
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+    # skipping a bounded number of bad steps instead
+    ok = cli(["-m", "imf_exp.train", *args[:-1], "+dataset.last=132", "trainer.max_bad_steps=5",
+              f"hydra.run.dir={tmp_path / 'skip'}"], cwd=ROOT)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "skipping step 130" in ok.stdout and "(3 of at most 5)" in ok.stdout
+    assert json.loads((tmp_path / "skip" / "metrics.json").read_text())["status"] == "completed"
+
+
+def test_corrupt_checkpoint_falls_back_to_previous(tmp_path, caplog):
+    good = {k: 0 for k in ("model", "ema", "optimizer", "scheduler", "rng", "history", "evals", "config")}
+    torch.save({**good, "step": 50}, tmp_path / PREVIOUS)
+    torch.save({**good, "step": 100}, tmp_path / CHECKPOINT)
+    assert load_checkpoint(tmp_path)["step"] == 100
+    data = (tmp_path / CHECKPOINT).read_bytes()
+    (tmp_path / CHECKPOINT).write_bytes(data[: len(data) // 2])  # truncated
+    state = load_checkpoint(tmp_path)
+    assert state["step"] == 50 and state["path"].endswith(PREVIOUS)
+    assert "corrupt or truncated" in caplog.text
+    (tmp_path / PREVIOUS).write_bytes(b"garbage")
+    with pytest.raises(ConfigError, match="no readable checkpoint"):
+        load_checkpoint(tmp_path)
+    assert load_checkpoint(tmp_path / "empty") is None
