@@ -15,15 +15,18 @@ every variant for its number of steps (round-robin, the start rotating each roun
 drifts of a shared machine hit every variant alike) and times it with one host sync at the end
 of the round. The reported figure is the median over rounds. ``samples/s = steps/s * batch``.
 
-Variants (all run the same step body as :meth:`imf_exp.trainer.Trainer.fit`, written out here):
+Variants:
 
 * ``baseline``: the design note's step as printed (made runnable): a concat MLP on
   ``[z, sin emb(r), sin emb(t)]`` with max period 10000 on raw ``t``; ``make_moons`` per step,
   standardized by the batch's own statistics; ``r, t`` independent; ``v = u(z, t, t)`` with a
   graph; per-sample ``vmap(jvp)``; ``loss.item()`` every step; plain Adam; a Python EMA loop.
 * ``imf_eager``, ``imf_compiled``, ``meanflow``, ``flow_matching_eager``,
-  ``flow_matching_compiled``: the project's models, objectives, data, time sampler, optimizer
-  (Adam ``foreach``), ``foreach`` clipping and ``_foreach_lerp_`` EMA; no host sync per step.
+  ``flow_matching_compiled``: the step body of :meth:`imf_exp.trainer.Trainer.fit`, written
+  out here: the project's models, objectives, data (``Moons`` with its fixed standardization),
+  time sampler, optimizer (Adam ``foreach``) and LR schedule, ``foreach`` clipping and
+  ``_foreach_lerp_`` EMA; no host sync per step. ``*_compiled`` wraps the loss function (JVP
+  included) in ``torch.compile``, as ``trainer.compile=true`` does.
 
 Configurations: ``a`` the design note's (concat MLP width 64, depth 3, batch 256) for every
 variant; ``b`` the project's default model and ``trainer.batch_size`` (composed from ``conf/``);
@@ -289,8 +292,9 @@ def measure_memory(step: Callable, model: nn.Module, device: torch.device) -> di
             ptr = t.untyped_storage().data_ptr()
             if ptr not in param_ptrs:
                 saved[ptr] = max(saved.get(ptr, 0), t.untyped_storage().nbytes())
-        except RuntimeError:  # functorch wrappers have no storage of their own
-            saved[("id", id(t))] = t.numel() * t.element_size()
+        except RuntimeError:  # no storage: forward-AD zero tangents (hold no memory), wrappers
+            if not t._is_zerotensor():
+                saved[("id", id(t))] = t.numel() * t.element_size()
         return t
 
     out = {}
@@ -364,9 +368,16 @@ def prepare(v: Variant, warmup: int, device: torch.device) -> None:
             v.step()
         sync(device)
     except Exception as err:  # noqa: BLE001 - reported, the benchmark goes on
-        v.error = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:300]}"
-        v.step = None
+        v.error, v.step = error_summary(err), None
     v.graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs_before
+
+
+def error_summary(err: Exception) -> str:
+    """The first line of the error, plus the root cause dynamo wraps as ``got Error('...')``."""
+    text = str(err).strip()
+    summary = f"{type(err).__name__}: {text.splitlines()[0][:200] if text else ''}"
+    cause = re.search(r"got (\w+\(.{0,300})", text, re.S)
+    return summary + (f" ({cause.group(1).splitlines()[0]}...)" if cause else "")
 
 
 def timed_round(v: Variant, device: torch.device) -> None:
@@ -453,6 +464,7 @@ def build_variants(args, device: torch.device) -> tuple[list[Variant], dict]:
     def kinds_in(config):
         compiled = not args.no_compile and config in preset["compiled_in"]
         return [k for k in all_kinds if compiled or not k.endswith("_compiled")]
+
     desc_a = f"MLP w{note['width']} d{note['depth']} emb{note['embedding_dim']}"
     m = cfg.model
     desc_b = (f"{m._target_.rsplit('.', 1)[-1]} w{m.width} d{m.depth} emb{m.embedding_dim}")
@@ -626,6 +638,20 @@ def print_table(variants: list[Variant]) -> None:
               f"{v.memory.get('state_bytes', 0) / 1024:10.1f}")
 
 
+def print_sweep(by_name: dict[str, Variant], sweep: list[dict]) -> None:
+    """Samples/s of the sweep (c): one row per batch size, one column per variant."""
+    kinds = list(dict.fromkeys(s["kind"] for s in sweep))
+    print(f"\nsweep (c), samples/s\n{'batch':>6} " + " ".join(f"{k:>24}" for k in kinds))
+    for batch in sorted({s["batch"] for s in sweep}):
+        cells = []
+        for k in kinds:
+            v = by_name.get(next((s["variant"] for s in sweep
+                                  if s["batch"] == batch and s["kind"] == k), ""))
+            ok = v is not None and v.round_seconds
+            cells.append(f"{v.median_steps_per_s * batch:24.0f}" if ok else f"{'failed':>24}")
+        print(f"{batch:>6} " + " ".join(cells))
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -676,7 +702,8 @@ def main(argv=None) -> dict:
         print(f"preparing {len(variants)} variants (first step, then {args.warmup} warm-up steps)")
         for v in variants:
             prepare(v, args.warmup, device)
-            what = f"FAILED: {v.error}" if v.error else f"first step {v.first_step_s:.2f} s"
+            what = (f"FAILED: {v.error}" if v.error else f"first step {v.first_step_s:.2f} s"
+                    + (f" ({v.graphs} compiled graph(s))" if v.compiled else ""))
             print(f"  {v.name}: {what}", flush=True)
         print(f"{args.rounds} interleaved rounds (steps/s per variant)")
         run_rounds(variants, args.rounds, device)
@@ -731,6 +758,7 @@ def main(argv=None) -> dict:
 
     print()
     print_table(variants)
+    print_sweep(by_name, settings["c"]["sweep"])
     if ttq is not None:
         print(f"\ntime to quality (nfe1/w2_ratio < {ttq['threshold']}): step {ttq.get('step')}, "
               f"train {fmt(ttq.get('train_seconds'), '.1f')} s, "

@@ -61,6 +61,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     name: str = "imf"
+    threads: Optional[int] = None  # torch CPU threads per job (None: torch's default)
     resume: Optional[str] = None  # a run folder to continue (its own config is used)
 
 
@@ -173,6 +174,19 @@ class LoggerConfig:
     _target_: str = "imf_exp.loggers.NoLogger"
 
 
+@dataclass
+class WandbLoggerConfig:
+    _target_: str = "imf_exp.loggers.WandbLogger"
+    project: str = "imf-exp"
+    entity: Optional[str] = None
+    mode: str = "auto"
+    group: Optional[str] = None
+    tags: List[str] = field(default_factory=list)
+    job_type: str = "train"
+    name: Optional[str] = None
+    log_images: bool = True
+
+
 SCHEMAS: dict[tuple[str | None, str], Any] = {
     (None, "train_schema"): TrainConfig,
     ("model", "mlp_schema"): MLPConfig,
@@ -188,6 +202,7 @@ SCHEMAS: dict[tuple[str | None, str], Any] = {
     ("optimizer", "optimizer_schema"): OptimizerConfig,
     ("objective", "objective_schema"): ObjectiveConfig,
     ("logger", "logger_schema"): LoggerConfig,
+    ("logger", "wandb_schema"): WandbLoggerConfig,
 }
 
 
@@ -232,6 +247,8 @@ def validate(cfg: DictConfig) -> None:
     check(ev.floor_repeats >= 1, "eval.floor_repeats", ev.floor_repeats, "an int >= 1")
     check(ev.plot_n >= 1, "eval.plot_n", ev.plot_n, "an int >= 1")
     check(tr.max_bad_steps >= 0, "trainer.max_bad_steps", tr.max_bad_steps, "an int >= 0")
+    if cfg.threads is not None:
+        check(cfg.threads >= 1, "threads", cfg.threads, "an int >= 1 or null")
     dev = str(cfg.device)
     if not (dev in ("auto", "cpu") or dev == "cuda" or dev.startswith("cuda:")):
         raise ConfigError(f"device={dev!r} is not allowed: one of 'auto', 'cpu', 'cuda', 'cuda:N'")

@@ -132,6 +132,8 @@ def prepare_resume(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, dict | N
 def train(cfg: DictConfig, run_dir: Path, resume_state: dict | None = None) -> float:
     """Train, evaluate and write every artifact into ``run_dir``; return the primary metric."""
     parts = build(cfg)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     config = OmegaConf.to_container(cfg, resolve=True)
     trainer = Trainer(**cfg.trainer, run_dir=run_dir, device=cfg.device, seed=cfg.seed,
                       logger=parts["logger"], config=config)

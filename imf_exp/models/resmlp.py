@@ -37,7 +37,9 @@ class ResMLP(AverageVelocityModel):
         self.cond = nn.Sequential(nn.Linear(self.time.out_dim, width), make_activation(self.act_name),
                                   nn.Linear(width, width), make_activation(self.act_name))
         self.blocks = nn.ModuleList(_Block(width, self.act_name, expansion) for _ in range(depth))
-        self.out_norm = nn.LayerNorm(width)
+        # no affine: the output heads absorb it, and an affine LayerNorm under torch.func.jvp
+        # does not compile on torch 2.13
+        self.out_norm = nn.LayerNorm(width, elementwise_affine=False)
 
     def features(self, z: torch.Tensor, time_features: torch.Tensor) -> torch.Tensor:
         c = self.cond(time_features)

@@ -1,0 +1,224 @@
+"""Sweep folder -> table and figures, no account needed.
+
+    python -m imf_exp.report outputs/multiruns/2026-11-29/12-00-00-000000 [metric=nfe1/w2_ratio]
+
+Collects every job of a Hydra multirun (each subfolder with ``.hydra/overrides.yaml``): its
+overrides and ``metrics.json``. Writes into ``<sweep>/report/``:
+
+* ``jobs.csv``: one row per job (status, overrides, final metrics);
+* ``table.md`` and ``table.csv``: mean and std over seeds of each metric, one row per setting
+  of the swept keys (seed excluded), with how many jobs completed;
+* ``metric.png``: the chosen metric per setting with error bars (std over seeds);
+* ``samples.png``: one panel of one-step samples per setting (first completed seed).
+
+Jobs that are missing, still running, failed or interrupted are listed, never dropped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from imf_exp.errors import ConfigError
+
+SEED_KEYS = ("seed",)
+SUMMARY_METRICS = ("w2_ratio", "precision", "recall", "mmd", "w2")
+
+
+def _status(job: Path) -> tuple[str, dict]:
+    path = job / "metrics.json"
+    if not path.exists():
+        return ("running" if (job / "checkpoint.pt").exists() or (job / "train.log").exists()
+                else "missing"), {}
+    try:
+        metrics = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        return "unreadable", {"error": f"metrics.json: {err}"}
+    return metrics.get("status", "unknown"), metrics
+
+
+def collect(sweep: Path) -> list[dict[str, Any]]:
+    """One record per job folder: number, overrides as a dict, status, final metrics."""
+    if not sweep.is_dir():
+        raise ConfigError(f"sweep folder {str(sweep)!r} does not exist")
+    jobs = []
+    for ov in sorted(sweep.glob("**/.hydra/overrides.yaml")):
+        job = ov.parent.parent
+        if "report" in job.relative_to(sweep).parts:
+            continue
+        overrides = {}
+        for item in yaml.safe_load(ov.read_text()) or []:
+            key, _, value = str(item).partition("=")
+            overrides[key.lstrip("+~")] = value
+        status, metrics = _status(job)
+        jobs.append({"job": str(job.relative_to(sweep)), "overrides": overrides, "status": status,
+                     "final": metrics.get("final") or {}, "error": metrics.get("error", ""),
+                     "primary": metrics.get("primary")})
+    # jobs Hydra planned (multirun.yaml) but that never created their folder
+    planned = sweep / "multirun.yaml"
+    if planned.exists() and not jobs:
+        raise ConfigError(f"{sweep}: multirun.yaml found but no job folder yet")
+    if not jobs:
+        raise ConfigError(f"{sweep} holds no job folders (subfolders with .hydra/overrides.yaml); "
+                          "pass the folder of a multirun (outputs/multiruns/DATE/TIME)")
+    return jobs
+
+
+def swept_keys(jobs: list[dict]) -> list[str]:
+    keys = sorted({k for j in jobs for k in j["overrides"]})
+    return [k for k in keys if len({j["overrides"].get(k) for j in jobs}) > 1 or len(jobs) == 1]
+
+
+def aggregate(jobs: list[dict], group_keys: list[str]) -> list[dict[str, Any]]:
+    """Mean and std over seeds of every final metric, per setting of ``group_keys``."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for j in jobs:
+        groups[tuple(j["overrides"].get(k, "") for k in group_keys)].append(j)
+    rows = []
+    for setting, members in groups.items():
+        done = [m for m in members if m["status"] == "completed"]
+        row: dict[str, Any] = dict(zip(group_keys, setting))
+        row["completed"] = f"{len(done)}/{len(members)}"
+        names = sorted({k for m in done for k in m["final"]})
+        for name in names:
+            vals = np.array([m["final"][name] for m in done if name in m["final"]], dtype=float)
+            row[f"{name} mean"] = float(np.mean(vals))
+            row[f"{name} std"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+        row["_members"] = members
+        rows.append(row)
+    return rows
+
+
+def _fmt(x: Any) -> str:
+    if isinstance(x, float):
+        return "nan" if math.isnan(x) else f"{x:.4g}"
+    return str(x)
+
+
+def write_report(sweep: Path, metric: str | None = None) -> Path:
+    jobs = collect(sweep)
+    out = sweep / "report"
+    out.mkdir(exist_ok=True)
+    keys = swept_keys(jobs)
+    group_keys = [k for k in keys if k not in SEED_KEYS]
+    primary = metric or next((j["primary"] for j in jobs if j.get("primary")), "nfe1/w2_ratio")
+
+    final_names = sorted({k for j in jobs for k in j["final"]})
+    with open(out / "jobs.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["job", "status", *keys, *final_names, "error"])
+        for j in jobs:
+            w.writerow([j["job"], j["status"], *(j["overrides"].get(k, "") for k in keys),
+                        *(j["final"].get(n, "") for n in final_names), j["error"]])
+
+    rows = aggregate(jobs, group_keys)
+    prefix = primary.split("/")[0] + "/" if "/" in primary else ""
+    shown = [f"{prefix}{m}" for m in SUMMARY_METRICS if any(f"{prefix}{m} mean" in r for r in rows)]
+    shown += [m for m in ("w2_floor",) if any(f"{m} mean" in r for r in rows)]
+    cols = [*group_keys, "completed", *[f"{m} {s}" for m in shown for s in ("mean", "std")]]
+    with open(out / "table.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        for r in rows:
+            w.writerow([r.get(c, "") for c in cols])
+    lines = [f"# Sweep report: {sweep}", "",
+             f"{len(jobs)} jobs; swept: {', '.join(keys) or '(nothing)'}; mean ± std over seeds.", "",
+             "| " + " | ".join([*group_keys, "completed", *shown]) + " |",
+             "|" + "---|" * (len(group_keys) + 1 + len(shown))]
+    for r in rows:
+        cells = [str(r[k]) for k in group_keys] + [r["completed"]]
+        for m in shown:
+            cells.append(f"{_fmt(r[m + ' mean'])} ± {_fmt(r[m + ' std'])}" if m + " mean" in r else "–")
+        lines.append("| " + " | ".join(cells) + " |")
+    problems = [j for j in jobs if j["status"] != "completed"]
+    if problems:
+        lines += ["", "## Jobs not completed", ""]
+        lines += [f"- `{j['job']}` ({j['status']}): "
+                  f"{' '.join(f'{k}={v}' for k, v in j['overrides'].items())}"
+                  f"{' - ' + j['error'] if j['error'] else ''}" for j in problems]
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    _figures(sweep, out, rows, group_keys, primary)
+    return out
+
+
+def _label(row: dict, keys: list[str]) -> str:
+    return "\n".join(f"{k}={row[k]}" for k in keys) or "all"
+
+
+def _figures(sweep: Path, out: Path, rows: list[dict], keys: list[str], primary: str) -> None:
+    from imf_exp.plots import plt
+
+    with_metric = [r for r in rows if f"{primary} mean" in r]
+    fig, ax = plt.subplots(figsize=(max(4, 1.3 * len(rows) + 1), 3.8))
+    if with_metric:
+        x = np.arange(len(with_metric))
+        ax.errorbar(x, [r[f"{primary} mean"] for r in with_metric],
+                    yerr=[r[f"{primary} std"] for r in with_metric], fmt="o", capsize=4)
+        ax.set_xticks(x, [_label(r, keys) for r in with_metric], fontsize=7)
+    ax.set_ylabel(primary)
+    ax.grid(alpha=0.3)
+    ax.set_title(f"{primary}: mean ± std over seeds", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "metric.png", dpi=110)
+    plt.close(fig)
+
+    sampler = primary.split("/")[0]
+    panels = []
+    for r in rows:
+        done = [m for m in r["_members"] if m["status"] == "completed"]
+        path = sweep / done[0]["job"] / "samples" / f"{sampler}.npz" if done else None
+        panels.append((r, np.load(path)["standardized"] if path and path.exists() else None))
+    n = len(panels)
+    cols = min(n, 4)
+    nrows = math.ceil(n / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3 * cols, 3.2 * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax, (r, pts) in zip(axes.flat, panels):
+        if pts is None:
+            ax.text(0.5, 0.5, "no completed job", ha="center", va="center", transform=ax.transAxes)
+        else:
+            ax.scatter(pts[:, 0], pts[:, 1], s=1, alpha=0.5, lw=0)
+            ax.set_xlim(-3, 3)
+            ax.set_ylim(-3, 3)
+            ax.set_aspect("equal")
+        ax.set_title(_label(r, keys), fontsize=7)
+    fig.suptitle(f"{sampler} samples (first completed seed, standardized)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "samples.png", dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: python -m imf_exp.report SWEEP_DIR [metric=nfe1/w2_ratio]", file=sys.stderr)
+        return 2
+    metric = None
+    for item in argv[1:]:
+        key, sep, value = item.partition("=")
+        if key != "metric" or not sep:
+            print(f"Error: unknown argument {item!r}: expected metric=NAME", file=sys.stderr)
+            return 2
+        metric = value
+    try:
+        out = write_report(Path(argv[0]), metric)
+    except ConfigError as err:
+        print(f"Error: {err}", file=sys.stderr)
+        return 2
+    print((out / "table.md").read_text())
+    print(f"wrote {out}/table.md, table.csv, jobs.csv, metric.png, samples.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
