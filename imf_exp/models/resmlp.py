@@ -18,13 +18,15 @@ class _Block(nn.Module):
         self.norm = nn.LayerNorm(width, elementwise_affine=False)
         self.mlp = nn.Sequential(nn.Linear(width, expansion * width), make_activation(act),
                                  nn.Linear(expansion * width, width))
-        self.modulation = nn.Linear(width, 3 * width)
-        nn.init.zeros_(self.modulation.weight)
-        nn.init.zeros_(self.modulation.bias)
+        # three maps rather than one chunked: views of a JVP'd output do not compile (torch 2.13)
+        self.scale, self.shift, self.gate = (nn.Linear(width, width) for _ in range(3))
+        for lin in (self.scale, self.shift, self.gate):
+            nn.init.zeros_(lin.weight)
+            nn.init.zeros_(lin.bias)
 
     def forward(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        scale, shift, gate = self.modulation(c).chunk(3, dim=-1)
-        return h + gate * self.mlp(self.norm(h) * (1 + scale) + shift)
+        modulated = self.norm(h) * (1 + self.scale(c)) + self.shift(c)
+        return h + self.gate(c) * self.mlp(modulated)
 
 
 class ResMLP(AverageVelocityModel):
