@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -39,8 +39,8 @@ class TrainerConfig:
 @dataclass
 class EvalConfig:
     n: int = 2000
-    nfe: List[int] = field(default_factory=lambda: [1, 2, 4])  # average-velocity samplers
-    ode_steps: List[int] = field(default_factory=lambda: [100])  # ODE baseline (flow matching)
+    nfe: list[int] = field(default_factory=lambda: [1, 2, 4])  # average-velocity samplers
+    ode_steps: list[int] = field(default_factory=lambda: [100])  # ODE baseline (flow matching)
     ode_method: str = "euler"
     floor_repeats: int = 3  # the W2 floor is the mean over this many reference pairs
     seed: int = 1234
@@ -61,8 +61,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     name: str = "imf"
-    threads: Optional[int] = None  # torch CPU threads per job (None: torch's default)
-    resume: Optional[str] = None  # a run folder to continue (its own config is used)
+    threads: int | None = None  # torch CPU threads per job (None: torch's default)
+    resume: str | None = None  # a run folder to continue (its own config is used)
 
 
 # ---- group schemas --------------------------------------------------------------------------
@@ -94,8 +94,8 @@ class ResMLPConfig(_ModelBase):
 @dataclass
 class _DatasetBase:
     _target_: str = MISSING
-    mean: Optional[List[float]] = None
-    std: Optional[List[float]] = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
 
 
 @dataclass
@@ -153,7 +153,7 @@ class OptimizerConfig:
     _target_: str = "imf_exp.optim.OptimizerSpec"
     name: str = "adam"
     lr: float = 1e-3
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
     weight_decay: float = 0.0
     warmup_steps: int = 100
@@ -178,12 +178,12 @@ class LoggerConfig:
 class WandbLoggerConfig:
     _target_: str = "imf_exp.loggers.WandbLogger"
     project: str = "imf-exp"
-    entity: Optional[str] = None
+    entity: str | None = None
     mode: str = "auto"
-    group: Optional[str] = None
-    tags: List[str] = field(default_factory=list)
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
     job_type: str = "train"
-    name: Optional[str] = None
+    name: str | None = None
     log_images: bool = True
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import netrc
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from imf_exp.errors import check
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import math
 import os
 import random
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch

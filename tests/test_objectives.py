@@ -5,8 +5,15 @@ import torch
 
 from imf_exp.boundary import BoundaryMode
 from imf_exp.models import MLP, ResMLP
-from imf_exp.objectives import (IMF, FlowMatching, MeanFlow, adaptive_metric, compound_velocity,
-                                interpolate, total_derivative)
+from imf_exp.objectives import (
+    IMF,
+    FlowMatching,
+    MeanFlow,
+    adaptive_metric,
+    compound_velocity,
+    interpolate,
+    total_derivative,
+)
 
 TIME_INPUTS = ["t,r", "t,t-r", "t-r"]
 

@@ -15,7 +15,8 @@ or point ``dataset._target_`` at any class whose instances have ``dim`` and
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 

@@ -8,7 +8,7 @@ as two i.i.d. samples should be: the W2 floor is honest.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
