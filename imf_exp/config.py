@@ -31,7 +31,7 @@ class TrainerConfig:
     log_every: int = 100
     eval_every: int = 1000  # 0: evaluate only at the end
     checkpoint_every: int = 1000  # 0: checkpoint only at the end
-    compile: bool = False
+    compile: str = "auto"  # auto | on | off (auto: CUDA, or CPU runs >= 2000 steps)
     progress: bool = True
     max_bad_steps: int = 0  # > 0: skip up to this many non-finite steps (a host sync per step)
 
@@ -246,6 +246,8 @@ def validate(cfg: DictConfig) -> None:
           "one of ['euler', 'midpoint']")
     check(ev.floor_repeats >= 1, "eval.floor_repeats", ev.floor_repeats, "an int >= 1")
     check(ev.plot_n >= 1, "eval.plot_n", ev.plot_n, "an int >= 1")
+    check(str(tr.compile).lower() in ("auto", "on", "off", "true", "false"), "trainer.compile",
+          tr.compile, "one of 'auto', 'on', 'off'")
     check(tr.max_bad_steps >= 0, "trainer.max_bad_steps", tr.max_bad_steps, "an int >= 0")
     if cfg.threads is not None:
         check(cfg.threads >= 1, "threads", cfg.threads, "an int >= 1 or null")

@@ -142,8 +142,9 @@ def train(cfg: DictConfig, run_dir: Path, resume_state: dict | None = None) -> f
                           cfg.eval.floor_repeats, cfg.eval.seed, parts["objective"].sampling)
     n_params = sum(p.numel() for p in parts["model"].parameters())
     log.info("run folder: %s", run_dir)
-    log.info("device: %s; model: %s with %d parameters; dataset: %s (dim %d)", trainer.device,
-             type(parts["model"]).__name__, n_params, ds.name, ds.dim)
+    log.info("device: %s; model: %s with %d parameters; dataset: %s (dim %d); compiled loss: %s",
+             trainer.device, type(parts["model"]).__name__, n_params, ds.name, ds.dim,
+             "on" if trainer.compile else "off")
     parts["logger"].start(run_dir, config)
     t0 = time.perf_counter()
     base = {"primary": evaluator.primary, "config": config}

@@ -125,18 +125,34 @@ def load_checkpoint(run_dir: Path, map_location: Any = "cpu") -> dict | None:
     return None
 
 
+COMPILE_MIN_STEPS_CPU = 2000  # measured by imf_exp.bench: where compiling the loss pays on a CPU
+
+
+def compile_decision(setting: str | bool, device: torch.device, steps: int) -> bool:
+    """``trainer.compile``: ``on``/``true``, ``off``/``false``, or ``auto``: on CUDA, and on a CPU
+    for runs of at least ``COMPILE_MIN_STEPS_CPU`` steps (where the ~20-30 s compile pays)."""
+    value = str(setting).lower()
+    if value in ("true", "on", "1"):
+        return True
+    if value in ("false", "off", "0"):
+        return False
+    if value != "auto":
+        raise ConfigError(f"trainer.compile={setting!r} is not allowed: one of 'auto', 'on', 'off'")
+    return device.type == "cuda" or steps >= COMPILE_MIN_STEPS_CPU
+
+
 class Trainer:
     """Fits one model; every file it writes lands in ``run_dir``."""
 
     def __init__(self, steps: int = 4000, batch_size: int = 1024, ema_decay: float = 0.999,
                  ema_warmup: bool = True, log_every: int = 100, eval_every: int = 1000,
-                 checkpoint_every: int = 1000, compile: bool = False, progress: bool = True,
+                 checkpoint_every: int = 1000, compile: str | bool = "auto", progress: bool = True,
                  max_bad_steps: int = 0, run_dir: Path | str = ".", device: str = "auto",
                  seed: int = 0, logger: Logger | None = None, config: dict | None = None) -> None:
         self.steps, self.batch_size = int(steps), int(batch_size)
         self.ema_decay, self.ema_warmup = float(ema_decay), bool(ema_warmup)
         self.log_every, self.eval_every = int(log_every), int(eval_every)
-        self.checkpoint_every, self.compile, self.progress = int(checkpoint_every), compile, progress
+        self.checkpoint_every, self.progress = int(checkpoint_every), progress
         self.max_bad_steps = int(max_bad_steps)
         self.run_dir = Path(run_dir)
         self.device = select_device(device)
@@ -144,6 +160,7 @@ class Trainer:
         self.logger = logger or NoLogger()
         self.config = config or {}
         self._signal: int | None = None
+        self.compile = compile_decision(compile, self.device, self.steps)
 
     def _ema_decay_at(self, step: int) -> float:
         if not self.ema_warmup:

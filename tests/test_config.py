@@ -65,6 +65,7 @@ def test_user_sampler_through_custom_option():
     ("dataset.noise=-0.1", "dataset.noise", ">= 0"),
     ("eval.nfe=[0]", "eval.nfe", ">= 1"),
     ("device=tpu", "device", "cuda"),
+    ("trainer.compile=maybe", "trainer.compile", "'auto', 'on', 'off'"),
 ])
 def test_bad_values_name_key_and_allowed(override, key, allowed):
     with pytest.raises(ConfigError) as info:
