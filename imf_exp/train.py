@@ -21,7 +21,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from imf_exp.config import register_configs, validate
 from imf_exp.data.base import as_dataset
@@ -60,6 +60,14 @@ def build(cfg: DictConfig) -> dict:
     objective = _build(cfg, "objective")
     optimizer = _build(cfg, "optimizer")
     logger = _build(cfg, "logger")
+    model_dim = cfg.model.get("dim") if isinstance(cfg.model, DictConfig) else None
+    if model_dim is not None and model_dim != dataset.dim:
+        raise ConfigError(f"model.dim={model_dim} does not match the dataset's dimension {dataset.dim} "
+                          f"({dataset.name}); leave model.dim unset, it is taken from the dataset")
+    if model_dim is not None:
+        cfg = cfg.copy()
+        with open_dict(cfg):
+            del cfg.model["dim"]
     torch.manual_seed(cfg.seed)  # the model's initialization
     model = _build(cfg, "model", dim=dataset.dim, aux_head=boundary.aux_head)
     return dict(dataset=dataset, boundary=boundary, time_sampler=time_sampler,
@@ -226,11 +234,35 @@ def main(cfg: DictConfig) -> float:
     return math.nan
 
 
+def _unwritable(folder: Path) -> str | None:
+    """Why ``folder`` cannot be created or written (None when it can)."""
+    probe = folder.absolute()
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is a file, not a folder"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{probe} is not writable"
+    return None
+
+
 def cli() -> None:
-    """``python -m imf_exp.train``: refuse a missing ``resume`` folder before Hydra creates it."""
+    """``python -m imf_exp.train``: checks Hydra cannot report cleanly, before it creates anything:
+    a missing ``resume`` folder, an output folder that cannot be written."""
+    folders = {"outputs": Path("outputs")}
     for arg in sys.argv[1:]:
-        if arg.startswith("resume=") and arg != "resume=null" and not Path(arg[7:]).is_dir():
-            print(f"Error: {arg!r}: the folder does not exist", file=sys.stderr)
+        key, _, value = arg.partition("=")
+        if key == "resume" and value not in ("", "null"):
+            if not Path(value).is_dir():
+                print(f"Error: resume={value!r}: the folder does not exist", file=sys.stderr)
+                sys.exit(2)
+            folders[key] = Path(value)
+        elif key in ("hydra.run.dir", "hydra.sweep.dir") and "${" not in value:
+            folders[key] = Path(value)
+    for key, folder in folders.items():
+        why = _unwritable(folder)
+        if why:
+            print(f"Error: cannot write the run folder {key}={str(folder)!r}: {why}", file=sys.stderr)
             sys.exit(2)
     main()
 

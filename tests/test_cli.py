@@ -106,6 +106,16 @@ def test_bad_input_stops_before_training(args, fragments, tmp_path, cli):
     assert not (run_dir / "checkpoint.pt").exists() and not (run_dir / "metrics.json").exists()
 
 
+def test_unwritable_output_folder(tmp_path, cli):
+    from tests.conftest import ROOT
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    proc = cli(["-m", "imf_exp.train", f"hydra.run.dir={blocker}/run"], cwd=ROOT)
+    assert proc.returncode == 2 and "hydra.run.dir" in proc.stderr and "is a file" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 @pytest.mark.parametrize("args,fragment", [
     (["{tmp}/missing"], "does not exist"),
     (["{tmp}"], "config.yaml is missing"),

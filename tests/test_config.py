@@ -65,6 +65,7 @@ def test_user_sampler_through_custom_option():
     ("dataset.noise=-0.1", "dataset.noise", ">= 0"),
     ("eval.nfe=[0]", "eval.nfe", ">= 1"),
     ("device=tpu", "device", "cuda"),
+    ("+model.dim=3", "model.dim=3", "dataset's dimension 2"),
     ("trainer.compile=maybe", "trainer.compile", "'auto', 'on', 'off'"),
 ])
 def test_bad_values_name_key_and_allowed(override, key, allowed):
