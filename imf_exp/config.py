@@ -78,6 +78,8 @@ class _ModelBase:
     embedding_dim: int = 64
     embedding_scale: float = 1.0
     max_period: float = 10000.0
+    input_fourier: int = 0
+    input_fourier_scale: float = 1.0
 
 
 @dataclass

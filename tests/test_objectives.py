@@ -18,9 +18,10 @@ from imf_exp.objectives import (
 TIME_INPUTS = ["t,r", "t,t-r", "t-r"]
 
 
-def make_model(cls, time_input, aux_head, seed=0):
+def make_model(cls, time_input, aux_head, seed=0, input_fourier=0):
     torch.manual_seed(seed)
-    kw = dict(width=32, depth=2, time_input=time_input, aux_head=aux_head, embedding_dim=8)
+    kw = dict(width=32, depth=2, time_input=time_input, aux_head=aux_head, embedding_dim=8,
+              input_fourier=input_fourier)
     return cls(2, **kw).double()
 
 
@@ -32,11 +33,11 @@ def batch(n=16, seed=1):
     return x, e, torch.minimum(a, b), torch.maximum(a, b)
 
 
-@pytest.mark.parametrize("cls", [MLP, ResMLP])
+@pytest.mark.parametrize("cls,input_fourier", [(MLP, 0), (ResMLP, 0), (ResMLP, 8)])
 @pytest.mark.parametrize("aux_head", [False, True])
 @pytest.mark.parametrize("time_input", TIME_INPUTS)
-def test_jvp_matches_central_difference(cls, aux_head, time_input):
-    model = make_model(cls, time_input, aux_head)
+def test_jvp_matches_central_difference(cls, input_fourier, aux_head, time_input):
+    model = make_model(cls, time_input, aux_head, input_fourier=input_fourier)
     x, e, r, t = batch()
     z, _ = interpolate(x, e, t)
     v = model.velocity(z, t).detach()  # the tangent iMF uses, in either boundary mode

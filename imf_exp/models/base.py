@@ -32,7 +32,8 @@ class AverageVelocityModel(nn.Module, ABC):
     def __init__(self, dim: int, width: int, depth: int, activation: str = "silu",
                  time_input: str = "t,t-r", embedding: str = "sinusoidal",
                  embedding_dim: int = 64, embedding_scale: float = 1.0,
-                 max_period: float = 10000.0, aux_head: bool = False) -> None:
+                 max_period: float = 10000.0, input_fourier: int = 0,
+                 input_fourier_scale: float = 1.0, aux_head: bool = False) -> None:
         super().__init__()
         check(isinstance(dim, int) and dim >= 1, "model.dim", dim, "an int >= 1 (set by the dataset)")
         check(width >= 1, "model.width", width, "an int >= 1")
@@ -40,13 +41,26 @@ class AverageVelocityModel(nn.Module, ABC):
         self.dim, self.width, self.depth, self.act_name = dim, width, depth, activation
         make_activation(activation)  # validates the name before any work
         self.time = TimeFeatures(time_input, embedding, embedding_dim, embedding_scale, max_period)
+        check(input_fourier >= 0, "model.input_fourier", input_fourier, "an int >= 0 (0: off)")
+        check(input_fourier_scale > 0, "model.input_fourier_scale", input_fourier_scale, "a number > 0")
+        # random Fourier features of z (Tancik et al. 2020): [z, cos(2 pi B z), sin(2 pi B z)]
+        self.register_buffer("input_freqs", 2 * torch.pi * input_fourier_scale
+                             * torch.randn(dim, input_fourier))
+        self.in_dim = dim + 2 * input_fourier
         self.has_aux_head = bool(aux_head)
         self.u_head = nn.Linear(width, dim)
         self.v_head = nn.Linear(width, dim) if aux_head else None
 
     @abstractmethod
     def features(self, z: torch.Tensor, time_features: torch.Tensor) -> torch.Tensor:
-        """The trunk: ``(B, dim), (B, time_dim) -> (B, width)``."""
+        """The trunk: ``(B, in_dim), (B, time_dim) -> (B, width)``; ``z`` after :meth:`lift`."""
+
+    def lift(self, z: torch.Tensor) -> torch.Tensor:
+        """``z`` with its random Fourier features appended (``z`` itself when they are off)."""
+        if self.input_freqs.shape[1] == 0:
+            return z
+        angle = z @ self.input_freqs
+        return torch.cat([z, torch.cos(angle), torch.sin(angle)], dim=-1)
 
     def _check(self, z: torch.Tensor, r: torch.Tensor, t: torch.Tensor) -> None:
         if z.dim() != 2 or z.shape[1] != self.dim:
@@ -59,11 +73,11 @@ class AverageVelocityModel(nn.Module, ABC):
     def forward(self, z: torch.Tensor, r: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Average velocity ``u(z, r, t)``."""
         self._check(z, r, t)
-        return self.u_head(self.features(z, self.time(r, t)))
+        return self.u_head(self.features(self.lift(z), self.time(r, t)))
 
     def velocity(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Instantaneous velocity ``v(z, t)``: ``u(z, t, t)`` or the auxiliary head at ``r = t``."""
         if self.v_head is None:
             return self.forward(z, t, t)
         self._check(z, t, t)
-        return self.v_head(self.features(z, self.time(t, t)))
+        return self.v_head(self.features(self.lift(z), self.time(t, t)))

@@ -35,7 +35,7 @@ class ResMLP(AverageVelocityModel):
     def __init__(self, dim: int, width: int = 256, depth: int = 4, expansion: int = 2,
                  **kwargs) -> None:
         super().__init__(dim, width, depth, **kwargs)
-        self.inp = nn.Linear(dim, width)
+        self.inp = nn.Linear(self.in_dim, width)
         self.cond = nn.Sequential(nn.Linear(self.time.out_dim, width), make_activation(self.act_name),
                                   nn.Linear(width, width), make_activation(self.act_name))
         self.blocks = nn.ModuleList(_Block(width, self.act_name, expansion) for _ in range(depth))
