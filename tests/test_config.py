@@ -14,7 +14,7 @@ from tests.conftest import CONF
 register_configs()
 GROUPS = {d.name: sorted(p.stem for p in d.glob("*.yaml")) for d in CONF.iterdir() if d.is_dir()}
 OPTIONS = [(g, o) for g, opts in GROUPS.items() for o in opts
-           if g not in ("hparams_search", "launcher") and o != "custom"]
+           if g != "hparams_search" and o != "custom"]
 
 
 def make(overrides=()):
