@@ -62,10 +62,6 @@ def collect(sweep: Path) -> list[dict[str, Any]]:
         jobs.append({"job": str(job.relative_to(sweep)), "overrides": overrides, "status": status,
                      "final": metrics.get("final") or {}, "error": metrics.get("error", ""),
                      "primary": metrics.get("primary")})
-    # jobs Hydra planned (multirun.yaml) but that never created their folder
-    planned = sweep / "multirun.yaml"
-    if planned.exists() and not jobs:
-        raise ConfigError(f"{sweep}: multirun.yaml found but no job folder yet")
     if not jobs:
         raise ConfigError(f"{sweep} holds no job folders (subfolders with .hydra/overrides.yaml); "
                           "pass the folder of a multirun (outputs/multiruns/DATE/TIME)")
