@@ -232,6 +232,8 @@ def own_code(fn: Callable, tag: str) -> Callable:
 def make_project_step(model, objective, parts: dict, batch: int, device: torch.device,
                       compiled: bool, tag: str) -> Callable[[], torch.Tensor]:
     """The body of :meth:`Trainer.fit`'s loop (minus its logging bookkeeping), no host sync."""
+    from imf_exp.trainer import backward_step, draw_batch, ema_decay_at, update_step
+
     boundary, dataset, sampler, spec = (parts[k] for k in ("boundary", "dataset", "time_sampler",
                                                            "optimizer"))
     model = model.to(device)
@@ -240,25 +242,16 @@ def make_project_step(model, objective, parts: dict, batch: int, device: torch.d
     opt, sched = spec.build(params, parts["total_steps"])
     gen = torch.Generator(device=device).manual_seed(0)
     clip = spec.grad_clip if spec.grad_clip > 0 else float("inf")
-    decay, dim, k = parts["ema_decay"], dataset.dim, [0]
+    decay, k = parts["ema_decay"], [0]
 
     def loss_fn(x, e, r, t):
         return objective(model, x, e, r, t, boundary)
 
     step_loss = torch.compile(own_code(loss_fn, tag), dynamic=False) if compiled else loss_fn
 
-    def step() -> torch.Tensor:
-        x, _ = dataset.sample(batch, gen)
-        e = torch.randn(batch, dim, generator=gen, device=device)
-        r, t = sampler.sample(batch, gen)
-        loss, _ = step_loss(x, e, r, t)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, clip, foreach=True)
-        opt.step()
-        sched.step()
-        with torch.no_grad():
-            torch._foreach_lerp_(ema, params, 1.0 - min(decay, (1 + k[0]) / (10 + k[0])))
+    def step() -> torch.Tensor:  # the trainer's own step functions, in the trainer's order
+        loss, _ = backward_step(step_loss, draw_batch(dataset, sampler, batch, gen), opt, params, clip)
+        update_step(opt, sched, ema, params, ema_decay_at(k[0], decay))
         k[0] += 1
         return loss.detach()
 

@@ -125,6 +125,38 @@ def load_checkpoint(run_dir: Path, map_location: Any = "cpu") -> dict | None:
     return None
 
 
+def draw_batch(dataset: Dataset, time_sampler: TimeSampler, batch: int, gen: torch.Generator):
+    """One training batch ``(x, e, r, t)`` on the generator's device; no numpy, no host sync."""
+    x, _ = dataset.sample(batch, gen)
+    e = torch.randn(batch, dataset.dim, generator=gen, device=gen.device)
+    r, t = time_sampler.sample(batch, gen)
+    return x, e, r, t
+
+
+def backward_step(step_loss: Callable, batch: tuple, opt: torch.optim.Optimizer,
+                  params: list[torch.Tensor], clip: float) -> tuple[torch.Tensor, dict]:
+    """Loss, gradients and the clipped global grad norm (kept on the device in ``logs``)."""
+    loss, logs = step_loss(*batch)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    logs["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, clip, foreach=True)
+    return loss, logs
+
+
+def update_step(opt: torch.optim.Optimizer, sched, ema_params: list[torch.Tensor],
+                params: list[torch.Tensor], ema_decay: float) -> None:
+    """Optimizer and schedule step, then ``ema <- decay * ema + (1 - decay) * params``."""
+    opt.step()
+    sched.step()
+    with torch.no_grad():
+        torch._foreach_lerp_(ema_params, params, 1.0 - ema_decay)
+
+
+def ema_decay_at(step: int, decay: float, warmup: bool = True) -> float:
+    """``min(decay, (1 + step) / (10 + step))`` with warm-up, else ``decay``."""
+    return min(decay, (1 + step) / (10 + step)) if warmup else decay
+
+
 COMPILE_MIN_STEPS_CPU = 2000  # measured by imf_exp.bench: where compiling the loss pays on a CPU
 
 
@@ -161,11 +193,6 @@ class Trainer:
         self.config = config or {}
         self._signal: int | None = None
         self.compile = compile_decision(compile, self.device, self.steps)
-
-    def _ema_decay_at(self, step: int) -> float:
-        if not self.ema_warmup:
-            return self.ema_decay
-        return min(self.ema_decay, (1 + step) / (10 + step))
 
     def _on_signal(self, signum, frame) -> None:
         self._signal = signum
@@ -225,7 +252,7 @@ class Trainer:
             return objective(model, x, e, r, t, boundary)
 
         step_loss = torch.compile(loss_fn) if self.compile else loss_fn
-        dim, bs = dataset.dim, self.batch_size
+        clip = optimizer.grad_clip if optimizer.grad_clip > 0 else float("inf")
         pending: list[dict[str, torch.Tensor]] = []
         pending_steps: list[int] = []
 
@@ -276,14 +303,8 @@ class Trainer:
         t_last = time.perf_counter()
         try:
             for step in range(start, self.steps):
-                x, _ = dataset.sample(bs, gen)
-                e = torch.randn(bs, dim, generator=gen, device=dev)
-                r, t = time_sampler.sample(bs, gen)
-                loss, logs = step_loss(x, e, r, t)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                clip = optimizer.grad_clip if optimizer.grad_clip > 0 else float("inf")
-                logs["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, clip, foreach=True)
+                batch = draw_batch(dataset, time_sampler, self.batch_size, gen)
+                loss, logs = backward_step(step_loss, batch, opt, params, clip)
                 if self.max_bad_steps and not bool(torch.isfinite(loss) & torch.isfinite(logs["grad_norm"])):
                     bad_steps += 1  # per-step sync only when skipping is allowed
                     log.warning("skipping step %d: non-finite loss or gradient (%d of at most %d)",
@@ -293,10 +314,8 @@ class Trainer:
                         raise NonFiniteError(step + 1, terms, history, evals)
                     opt.zero_grad(set_to_none=True)
                     continue
-                opt.step()
-                sched.step()
-                with torch.no_grad():
-                    torch._foreach_lerp_(ema_params, params, 1.0 - self._ema_decay_at(step))
+                update_step(opt, sched, ema_params, params,
+                            ema_decay_at(step, self.ema_decay, self.ema_warmup))
                 pending.append(logs)
                 pending_steps.append(step + 1)
                 done = step + 1
