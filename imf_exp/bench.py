@@ -244,7 +244,7 @@ def make_project_step(model, objective, parts: dict, batch: int, device: torch.d
     clip = spec.grad_clip if spec.grad_clip > 0 else float("inf")
     decay, k = parts["ema_decay"], [0]
 
-    def loss_fn(x, e, r, t):
+    def loss_fn(x, e, r, t, cond=None):
         return objective(model, x, e, r, t, boundary)
 
     step_loss = torch.compile(own_code(loss_fn, tag), dynamic=False) if compiled else loss_fn

@@ -55,6 +55,7 @@ class TrainConfig:
     boundary_mode: Any = MISSING
     optimizer: Any = MISSING
     objective: Any = MISSING
+    guidance: Any = MISSING
     logger: Any = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -130,6 +131,13 @@ class SpiralsConfig(_DatasetBase):
 
 
 @dataclass
+class DigitsConfig(_DatasetBase):
+    holdout: int = 500
+    jitter: float = 0.0
+    split_seed: int = 0
+
+
+@dataclass
 class UniformTimeConfig:
     _target_: str = "imf_exp.time_samplers.UniformTimeSampler"
     p_equal: float = 0.5
@@ -172,6 +180,23 @@ class ObjectiveConfig:
 
 
 @dataclass
+class NoGuidanceConfig:
+    _target_: str = "imf_exp.objectives.guidance.NoGuidance"
+
+
+@dataclass
+class CFGConfig:
+    _target_: str = "imf_exp.objectives.guidance.CFG"
+    p_drop: float = 0.1
+    omega_max: float = 4.0
+    beta: float = 1.0
+    t_lo_range: list[float] = field(default_factory=lambda: [0.0, 0.5])
+    t_hi_range: list[float] = field(default_factory=lambda: [0.5, 1.0])
+    eval_omega: list[float] = field(default_factory=lambda: [1.0, 2.0])
+    eval_interval: list[float] = field(default_factory=lambda: [0.0, 1.0])
+
+
+@dataclass
 class LoggerConfig:
     _target_: str = "imf_exp.loggers.NoLogger"
 
@@ -198,11 +223,14 @@ SCHEMAS: dict[tuple[str | None, str], Any] = {
     ("dataset", "eight_gaussians_schema"): EightGaussiansConfig,
     ("dataset", "checkerboard_schema"): CheckerboardConfig,
     ("dataset", "spirals_schema"): SpiralsConfig,
+    ("dataset", "digits_schema"): DigitsConfig,
     ("time_sampler", "uniform_schema"): UniformTimeConfig,
     ("time_sampler", "logit_normal_schema"): LogitNormalTimeConfig,
     ("boundary_mode", "boundary_schema"): BoundaryModeConfig,
     ("optimizer", "optimizer_schema"): OptimizerConfig,
     ("objective", "objective_schema"): ObjectiveConfig,
+    ("guidance", "none_schema"): NoGuidanceConfig,
+    ("guidance", "cfg_schema"): CFGConfig,
     ("logger", "logger_schema"): LoggerConfig,
     ("logger", "wandb_schema"): WandbLoggerConfig,
 }

@@ -5,14 +5,25 @@
   same size; the *ratio* W2 / floor is 1.0 when generated points are as close to the data as
   another i.i.d. draw.
 * ``precision_recall``: k-NN precision and recall (Kynkaanniemi et al., 2019; k = 3).
-* ``mmd``: squared MMD with a sum of RBF kernels over several bandwidths (unbiased estimate).
+* ``mmd``: squared MMD with a sum of RBF kernels over several bandwidths (unbiased estimate);
+  bandwidths scale with ``sqrt(dim / 2)`` so 2-D and 64-D data get comparable kernels.
+
+Class-conditional samples (``guidance=cfg``) are also scored by a *probe* that labels them:
+``accuracy`` is the fraction labelled as the class they were asked for. The probe is a k-NN
+vote over the labelled reference set for 2-D data, and for digits a classifier trained on the
+real training digits, whose penultimate features also give the Frechet distance ``fd``
+(Heusel et al. 2017's formula, in that feature space) with its floor ``fd_floor``.
 """
 
 from __future__ import annotations
 
+import math
+import warnings
+
 import numpy as np
 import ot
 import torch
+from torch import nn
 
 
 def _np(x) -> np.ndarray:
@@ -45,9 +56,10 @@ def precision_recall(real, fake, k: int = 3) -> tuple[float, float]:
 
 
 def mmd(x, y, bandwidths: tuple[float, ...] = (0.1, 0.2, 0.5, 1.0, 2.0)) -> float:
-    """Unbiased squared MMD with ``k(a, b) = sum_s exp(-|a - b|^2 / (2 s^2))``."""
+    """Unbiased squared MMD with ``k(a, b) = sum_s exp(-|a - b|^2 / (2 (s sqrt(d/2))^2))``."""
     x_t, y_t = torch.as_tensor(_np(x)), torch.as_tensor(_np(y))
     n, m = len(x_t), len(y_t)
+    bandwidths = tuple(s * math.sqrt(x_t.shape[1] / 2) for s in bandwidths)
 
     def kernel(a, b):
         d2 = torch.cdist(a, b).pow(2)
@@ -57,6 +69,72 @@ def mmd(x, y, bandwidths: tuple[float, ...] = (0.1, 0.2, 0.5, 1.0, 2.0)) -> floa
     term_x = (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
     term_y = (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
     return float(term_x + term_y - 2 * kxy.mean())
+
+
+def frechet_distance(a, b) -> float:
+    """``|mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2))`` of two feature sets (float64)."""
+    from scipy import linalg
+
+    a, b = _np(a), _np(b)
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    with warnings.catch_warnings():  # a singular product (constant features) is expected here
+        warnings.simplefilter("ignore")
+        covmean, _ = linalg.sqrtm(s_a @ s_b, disp=False)
+    covmean = covmean.real
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a + s_b - 2 * covmean))
+
+
+class KNNProbe:
+    """Labels points by a majority vote of their ``k`` nearest labelled reference points."""
+
+    has_features = False
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, k: int = 5) -> None:
+        self.x, self.y, self.k = x.double(), y.long(), k
+        self.num_classes = int(y.max()) + 1
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        d = torch.cdist(x.double(), self.x)
+        idx = d.topk(self.k, largest=False).indices
+        votes = torch.nn.functional.one_hot(self.y[idx], self.num_classes).sum(1)
+        return votes.argmax(1)
+
+
+class ClassifierProbe:
+    """An MLP classifier trained (full batch, Adam, fixed seed) on real labelled data.
+
+    ``features`` are the penultimate activations (the space of the Frechet distance).
+    """
+
+    has_features = True
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, hidden: int = 128, steps: int = 500,
+                 seed: int = 0) -> None:
+        gen_state = torch.get_rng_state()
+        torch.manual_seed(seed)
+        num_classes = int(y.max()) + 1
+        self.body = nn.Sequential(nn.Linear(x.shape[1], hidden), nn.ReLU(),
+                                  nn.Linear(hidden, hidden // 2), nn.ReLU())
+        self.head = nn.Linear(hidden // 2, num_classes)
+        params = list(self.body.parameters()) + list(self.head.parameters())
+        opt = torch.optim.Adam(params, lr=3e-3, weight_decay=1e-4)
+        for _ in range(steps):
+            loss = nn.functional.cross_entropy(self.head(self.body(x.float())), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        torch.set_rng_state(gen_state)  # training the probe leaves the global stream untouched
+        self.body.requires_grad_(False)
+        self.head.requires_grad_(False)
+
+    @torch.no_grad()
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x.float())
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x)).argmax(1)
 
 
 def sample_metrics(fake, real, real_b, w2_floor: float | None = None, k: int = 3) -> dict[str, float]:
@@ -72,31 +150,70 @@ class Evaluator:
     """Fixed reference sets, W2 floor and noise, drawn once with ``seed``; scores any model.
 
     Metrics are computed in standardized coordinates and named ``"<sampler>/<metric>"``, where
-    the sampler is ``nfeK`` (K average-velocity jumps) or ``odeK`` (K ODE steps on ``v``).
+    the sampler is ``nfeK`` (K average-velocity jumps) or ``odeK`` (K ODE steps on ``v``); for a
+    guided run, samplers at the other ``guidance.eval_omega`` scales get a suffix, e.g.
+    ``nfe1_w2/accuracy`` (1 NFE at ``omega = 2``). Guided samples are asked for the reference
+    set's own labels, so their class mix matches the data's.
     """
 
     def __init__(self, dataset, n: int = 2000, nfe=(1, 2, 4), ode_steps=(100,),
                  ode_method: str = "euler", floor_repeats: int = 3, seed: int = 1234,
-                 sampling: str = "average") -> None:
+                 sampling: str = "average", guidance=None) -> None:
         g = torch.Generator().manual_seed(seed)
-        self.dataset, self.n, self.ode_method = dataset, n, ode_method
-        self.real, _ = dataset.sample(n, g)
-        floors = []
-        for _ in range(floor_repeats):
-            a, _ = dataset.sample(n, g)
-            b, _ = dataset.sample(n, g)
-            floors.append(w2(a, b))
+        self.dataset, self.ode_method = dataset, ode_method
+        self.real, self.real_y = dataset.eval_reference(n, g)
+        self.n = len(self.real)
+        floors = [w2(*dataset.floor_pair(self.n, g)) for _ in range(floor_repeats)]
         self.floor = float(np.mean(floors))
-        self.z1 = torch.randn(n, dataset.dim, generator=g)
+        self.z1 = torch.randn(self.n, dataset.dim, generator=g)
+        self.guided = guidance is not None and guidance.enabled
+        self.interval = guidance.eval_interval if self.guided else (0.0, 1.0)
         if sampling == "average":
-            self.samplers = [(f"nfe{k}", "average", int(k)) for k in nfe]
+            base = [(f"nfe{k}", "average", int(k)) for k in nfe]
         else:
-            self.samplers = [(f"ode{k}", "ode", int(k)) for k in ode_steps]
+            base = [(f"ode{k}", "ode", int(k)) for k in ode_steps]
+        omegas = guidance.eval_omega if self.guided else (1.0,)
+        self.samplers = [(name, kind, steps, omegas[0]) for name, kind, steps in base]
+        name, kind, steps = base[0]
+        self.samplers += [(f"{name}_w{w:g}", kind, steps, w) for w in omegas[1:]]
+        self.probe = None
+        self.fd_floor = None
+        if self.guided and self.real_y is not None:
+            if hasattr(dataset, "labelled_train"):
+                self.probe = ClassifierProbe(*dataset.labelled_train())
+                self.fd_floor = float(np.mean([
+                    frechet_distance(self.probe.features(a), self.probe.features(b))
+                    for a, b in (dataset.floor_pair(self.n, g) for _ in range(floor_repeats))]))
+            else:
+                self.probe = KNNProbe(self.real, self.real_y)
 
     @property
     def primary(self) -> str:
         """The metric a sweep optimizes: W2 ratio of the first sampler."""
         return f"{self.samplers[0][0]}/w2_ratio"
+
+    def condition(self, omega: float, device):
+        """The evaluation condition at ``omega``: the reference labels, the eval interval."""
+        if not self.guided:
+            return None
+        from imf_exp.objectives.guidance import Condition
+
+        return Condition.build(self.real_y, omega, self.interval).to(device)
+
+    def score(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float]:
+        """Metrics of one generated set (standardized, same size as the reference)."""
+        if not torch.isfinite(x).all():
+            keys = ["w2", "w2_ratio", "precision", "recall", "mmd"]
+            keys += ["accuracy"] if self.probe is not None else []
+            keys += ["fd"] if self.fd_floor is not None else []
+            return {k: float("nan") for k in keys}
+        out = {k: v for k, v in sample_metrics(x, self.real, None, self.floor).items()
+               if k != "w2_floor"}
+        if self.probe is not None and labels is not None:
+            out["accuracy"] = float((self.probe.predict(x).cpu() == labels.cpu()).double().mean())
+        if self.fd_floor is not None:
+            out["fd"] = frechet_distance(self.probe.features(x), self.probe.features(self.real))
+        return out
 
     def __call__(self, model) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
         from imf_exp.sampling import generate
@@ -104,15 +221,13 @@ class Evaluator:
         device = next(model.parameters()).device
         z1 = self.z1.to(device)
         metrics: dict[str, float] = {"w2_floor": self.floor}
+        if self.fd_floor is not None:
+            metrics["fd_floor"] = self.fd_floor
         samples: dict[str, torch.Tensor] = {}
-        for name, kind, steps in self.samplers:
-            x = generate(model, z1, kind, steps, self.ode_method).float().cpu()
+        for name, kind, steps, omega in self.samplers:
+            cond = self.condition(omega, device)
+            x = generate(model, z1, kind, steps, self.ode_method, cond).float().cpu()
             samples[name] = x
-            if not torch.isfinite(x).all():
-                metrics.update({f"{name}/{k}": float("nan") for k in
-                                ("w2", "w2_ratio", "precision", "recall", "mmd")})
-                continue
-            for key, value in sample_metrics(x, self.real, None, self.floor).items():
-                if key != "w2_floor":
-                    metrics[f"{name}/{key}"] = value
+            scores = self.score(x, self.real_y if self.guided else None)
+            metrics.update({f"{name}/{k}": v for k, v in scores.items()})
         return metrics, samples

@@ -2,12 +2,17 @@
 
     python -m imf_exp.sample RUN_DIR [n=5000] [nfe=1] [out=PATH] [seed=0] [weights=ema]
                                      [coords=native] [device=auto] [ode_method=euler]
+                                     [class=mix] [omega=1] [interval=0,1]
 
 * ``nfe``: average-velocity jumps (1 = one step); for a flow-matching run, ODE steps on ``v``.
 * ``out``: ``.npy`` (an ``(n, dim)`` array in ``coords``) or ``.npz`` (both ``native`` and
   ``standardized``); default ``RUN_DIR/samples/sample_nfe{nfe}_n{n}_seed{seed}.npz``.
 * ``weights``: ``ema`` (default, as in evaluation) or ``raw`` (the trained weights).
 * ``coords``: ``native`` (the dataset's own coordinates) or ``standardized`` (for ``.npy``).
+* guided runs (``guidance=cfg``) only: ``class``: a label ``k``, ``null`` (unconditional),
+  ``mix`` (uniform over the classes) or comma-separated class weights (``0.7,0.3``);
+  ``omega`` (>= 1) and the CFG ``interval`` ``t_lo,t_hi``. Still ``nfe`` network evaluations.
+  ``.npz`` outputs then also hold the ``labels``.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ from imf_exp.errors import ConfigError, check
 from imf_exp.trainer import CHECKPOINT, select_device
 
 DEFAULTS = {"n": "5000", "nfe": "1", "out": "", "seed": "0", "weights": "ema", "coords": "native",
-            "device": "auto", "ode_method": "euler"}
+            "device": "auto", "ode_method": "euler", "class": "mix", "omega": "1", "interval": "0,1"}
+GUIDED_ONLY = ("class", "omega", "interval")
 
 
 def parse_args(argv: list[str]) -> tuple[Path, dict[str, str]]:
@@ -36,7 +42,47 @@ def parse_args(argv: list[str]) -> tuple[Path, dict[str, str]]:
         if not sep or key not in DEFAULTS:
             raise ConfigError(f"unknown argument {item!r}: expected key=value with key in {sorted(DEFAULTS)}")
         args[key] = value
+        if key in GUIDED_ONLY:
+            args.setdefault("_guided_args", "")
+            args["_guided_args"] += f" {key}"
     return Path(argv[0]), args
+
+
+def sample_labels(spec: str, n: int, num_classes: int, generator: torch.Generator) -> torch.Tensor:
+    """Labels for ``n`` guided samples from ``class=``: ``k``, ``null``, ``mix`` or weights."""
+    allowed = f"an int in [0, {num_classes - 1}], 'null', 'mix' or {num_classes} comma-separated weights"
+    if spec == "null":
+        return torch.full((n,), num_classes, dtype=torch.long)
+    if spec == "mix":
+        return torch.randint(0, num_classes, (n,), generator=generator)
+    try:
+        if "," in spec:
+            weights = torch.tensor([float(w) for w in spec.split(",")], dtype=torch.float64)
+            check(len(weights) == num_classes and bool((weights >= 0).all()) and weights.sum() > 0,
+                  "class", spec, allowed)
+            return torch.multinomial(weights, n, replacement=True, generator=generator)
+        label = int(spec)
+    except ValueError:
+        raise ConfigError(f"class={spec!r} is not allowed: {allowed}") from None
+    check(0 <= label < num_classes, "class", spec, allowed)
+    return torch.full((n,), label, dtype=torch.long)
+
+
+def parse_condition(args: dict[str, str], n: int, num_classes: int, generator: torch.Generator):
+    """The guidance condition of ``class``, ``omega`` and ``interval``."""
+    from imf_exp.objectives.guidance import Condition
+
+    labels = sample_labels(args["class"], n, num_classes, generator)
+    try:
+        omega = float(args["omega"])
+        interval = [float(v) for v in args["interval"].split(",")]
+    except ValueError:
+        raise ConfigError(f"omega={args['omega']!r} / interval={args['interval']!r}: omega is a "
+                          "number >= 1, interval two numbers t_lo,t_hi in [0, 1]") from None
+    check(omega >= 1, "omega", omega, "a number >= 1")
+    check(len(interval) == 2 and 0 <= interval[0] <= interval[1] <= 1, "interval", args["interval"],
+          "two numbers t_lo,t_hi with 0 <= t_lo <= t_hi <= 1")
+    return Condition.build(labels, omega, interval)
 
 
 def _int(args: dict[str, str], key: str, low: int) -> int:
@@ -86,17 +132,24 @@ def main(argv: list[str] | None = None) -> int:
             run_dir / "samples" / f"sample_nfe{nfe}_n{n}_seed{seed}.npz")
         check(out.suffix in (".npy", ".npz"), "out", str(out), "a path ending in .npy or .npz")
         cfg, parts, model, step = load_run(run_dir, args["weights"], args["device"])
+        guided = parts["guidance"].enabled
+        if not guided and args.get("_guided_args"):
+            raise ConfigError(f"{args['_guided_args'].split()} apply to guided runs only; this run "
+                              "was trained with guidance=none")
+        dataset, device = parts["dataset"], next(model.parameters()).device
+        g = torch.Generator().manual_seed(seed)
+        z1 = torch.randn(n, dataset.dim, generator=g).to(device)
+        cond = parse_condition(args, n, dataset.num_classes, g) if guided else None
     except ConfigError as err:
         print(f"Error: {err}", file=sys.stderr)
         return 2
-    dataset, device = parts["dataset"], next(model.parameters()).device
-    g = torch.Generator().manual_seed(seed)
-    z1 = torch.randn(n, dataset.dim, generator=g).to(device)
-    x = generate(model, z1, parts["objective"].sampling, nfe, args["ode_method"]).float().cpu()
+    x = generate(model, z1, parts["objective"].sampling, nfe, args["ode_method"],
+                 None if cond is None else cond.to(device)).float().cpu()
     native = dataset.destandardize(x.double()).float().numpy()
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npz":
-        np.savez(out, native=native, standardized=x.numpy())
+        extra = {} if cond is None else {"labels": cond.labels.numpy()}
+        np.savez(out, native=native, standardized=x.numpy(), **extra)
     else:
         np.save(out, native if args["coords"] == "native" else x.numpy())
     print(f"wrote {n} samples ({nfe} NFE, {args['weights']} weights, step {step}) to {out}")

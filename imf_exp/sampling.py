@@ -5,6 +5,11 @@
   One step: ``x = z_1 - u(z_1, r=0, t=1)``.
 * ODE on the instantaneous velocity ``v(z, t)``: Euler or midpoint with ``k`` uniform steps
   (``k`` or ``2k`` NFE).
+
+A guided model (``guidance=cfg``) takes ``cond`` (labels, ``omega``, interval; see
+:class:`imf_exp.objectives.guidance.Condition`): the average-velocity sampler passes it as it is
+(the network knows the interval, still one evaluation per step); the ODE uses the velocity at
+``omega`` inside the interval and at ``omega = 1`` outside it.
 """
 
 from __future__ import annotations
@@ -23,15 +28,30 @@ def _full(z: torch.Tensor, value: float) -> torch.Tensor:
     return torch.full((z.shape[0],), value, device=z.device, dtype=z.dtype)
 
 
+def _cond_kwargs(cond) -> dict:
+    return {} if cond is None else {"cond": cond}
+
+
 @torch.no_grad()
-def sample_average(model: nn.Module, z1: torch.Tensor, nfe: int = 1) -> torch.Tensor:
+def sample_average(model: nn.Module, z1: torch.Tensor, nfe: int = 1, cond=None) -> torch.Tensor:
     """Integrate from ``z1`` (noise) to data with ``nfe`` average-velocity jumps."""
     check(nfe >= 1, "nfe", nfe, "an int >= 1")
-    z = z1
+    z, kw = z1, _cond_kwargs(cond)
     for i in range(nfe):
         t_hi, t_lo = 1.0 - i / nfe, 1.0 - (i + 1) / nfe
-        z = z - (t_hi - t_lo) * model(z, _full(z, t_lo), _full(z, t_hi))
+        z = z - (t_hi - t_lo) * model(z, _full(z, t_lo), _full(z, t_hi), **kw)
     return z
+
+
+def guided_velocity_fn(model: nn.Module, cond=None) -> Callable:
+    """``v(z, t)`` of the guided flow: ``omega`` inside the condition's interval, 1 outside."""
+    if cond is None:
+        return model.velocity
+
+    def velocity(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return model.velocity(z, t, cond.velocity_condition(cond.effective_omega(t)))
+
+    return velocity
 
 
 @torch.no_grad()
@@ -51,10 +71,10 @@ def sample_ode(velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], z
 
 
 def generate(model: nn.Module, z1: torch.Tensor, kind: str, steps: int,
-             method: str = "euler") -> torch.Tensor:
+             method: str = "euler", cond=None) -> torch.Tensor:
     """``kind="average"``: ``steps``-NFE average-velocity sampling; ``"ode"``: ODE on ``v``."""
     if kind == "average":
-        return sample_average(model, z1, steps)
+        return sample_average(model, z1, steps, cond)
     if kind == "ode":
-        return sample_ode(model.velocity, z1, steps, method)
+        return sample_ode(guided_velocity_fn(model, cond), z1, steps, method)
     raise ValueError(f"sampling kind must be 'average' or 'ode'; got {kind!r}")

@@ -58,6 +58,8 @@ def build(cfg: DictConfig) -> dict:
     boundary = _build(cfg, "boundary_mode")
     time_sampler = _build(cfg, "time_sampler")
     objective = _build(cfg, "objective")
+    guidance = _build(cfg, "guidance")
+    guidance.check_dataset(dataset.num_classes, dataset.name)
     optimizer = _build(cfg, "optimizer")
     logger = _build(cfg, "logger")
     model_dim = cfg.model.get("dim") if isinstance(cfg.model, DictConfig) else None
@@ -69,9 +71,11 @@ def build(cfg: DictConfig) -> dict:
         with open_dict(cfg):
             del cfg.model["dim"]
     torch.manual_seed(cfg.seed)  # the model's initialization
-    model = _build(cfg, "model", dim=dataset.dim, aux_head=boundary.aux_head)
+    model = _build(cfg, "model", dim=dataset.dim, aux_head=boundary.aux_head,
+                   num_classes=dataset.num_classes if guidance.enabled else 0)
     return dict(dataset=dataset, boundary=boundary, time_sampler=time_sampler,
-                objective=objective, optimizer=optimizer, logger=logger, model=model)
+                objective=objective, guidance=guidance, optimizer=optimizer, logger=logger,
+                model=model)
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -147,7 +151,8 @@ def train(cfg: DictConfig, run_dir: Path, resume_state: dict | None = None) -> f
                       logger=parts["logger"], config=config)
     ds = parts["dataset"]
     evaluator = Evaluator(ds, cfg.eval.n, cfg.eval.nfe, cfg.eval.ode_steps, cfg.eval.ode_method,
-                          cfg.eval.floor_repeats, cfg.eval.seed, parts["objective"].sampling)
+                          cfg.eval.floor_repeats, cfg.eval.seed, parts["objective"].sampling,
+                          parts["guidance"])
     n_params = sum(p.numel() for p in parts["model"].parameters())
     log.info("run folder: %s", run_dir)
     log.info("device: %s; model: %s with %d parameters; dataset: %s (dim %d); compiled loss: %s",
@@ -158,7 +163,8 @@ def train(cfg: DictConfig, run_dir: Path, resume_state: dict | None = None) -> f
     base = {"primary": evaluator.primary, "config": config}
     try:
         result = trainer.fit(parts["model"], parts["objective"], parts["boundary"], ds,
-                             parts["time_sampler"], parts["optimizer"], evaluator, resume_state)
+                             parts["time_sampler"], parts["optimizer"], evaluator, resume_state,
+                             guidance=parts["guidance"])
     except NonFiniteError as err:
         msg = (f"training diverged: {err}; the last good checkpoint is kept"
                " (trainer.max_bad_steps > 0 skips a bounded number of such steps)")

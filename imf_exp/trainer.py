@@ -125,12 +125,15 @@ def load_checkpoint(run_dir: Path, map_location: Any = "cpu") -> dict | None:
     return None
 
 
-def draw_batch(dataset: Dataset, time_sampler: TimeSampler, batch: int, gen: torch.Generator):
-    """One training batch ``(x, e, r, t)`` on the generator's device; no numpy, no host sync."""
-    x, _ = dataset.sample(batch, gen)
+def draw_batch(dataset: Dataset, time_sampler: TimeSampler, batch: int, gen: torch.Generator,
+               guidance=None):
+    """One training batch ``(x, e, r, t, cond)`` on the generator's device; no numpy, no host
+    sync. ``cond`` is the guidance condition (None without guidance)."""
+    x, y = dataset.sample(batch, gen)
     e = torch.randn(batch, dataset.dim, generator=gen, device=gen.device)
     r, t = time_sampler.sample(batch, gen)
-    return x, e, r, t
+    cond = guidance.condition(y, r, t, gen) if guidance is not None and guidance.enabled else None
+    return x, e, r, t, cond
 
 
 def backward_step(step_loss: Callable, batch: tuple, opt: torch.optim.Optimizer,
@@ -200,9 +203,10 @@ class Trainer:
     # ---- the loop --------------------------------------------------------------------------
     def fit(self, model: nn.Module, objective: Objective, boundary: BoundaryMode,
             dataset: Dataset, time_sampler: TimeSampler, optimizer: OptimizerSpec,
-            evaluator: Evaluator, resume_state: dict | None = None) -> dict:
+            evaluator: Evaluator, resume_state: dict | None = None, guidance=None) -> dict:
         """Train from scratch, or from ``resume_state`` (see :func:`load_checkpoint`)."""
-        from imf_exp.plots import plot_loss, plot_samples  # matplotlib import is slow
+        from imf_exp.plots import (  # matplotlib import is slow
+            plot_class_grid, plot_image_samples, plot_loss, plot_samples)
 
         for sub in ("", "samples", "figures"):
             (self.run_dir / sub).mkdir(parents=True, exist_ok=True)
@@ -248,8 +252,8 @@ class Trainer:
             atomic_write_bytes(self.run_dir / CHECKPOINT, lambda f: torch.save(state(step), f),
                                keep_previous=self.run_dir / PREVIOUS)
 
-        def loss_fn(x, e, r, t):
-            return objective(model, x, e, r, t, boundary)
+        def loss_fn(x, e, r, t, cond):
+            return objective(model, x, e, r, t, boundary, cond)
 
         step_loss = torch.compile(loss_fn) if self.compile else loss_fn
         clip = optimizer.grad_clip if optimizer.grad_clip > 0 else float("inf")
@@ -303,7 +307,7 @@ class Trainer:
         t_last = time.perf_counter()
         try:
             for step in range(start, self.steps):
-                batch = draw_batch(dataset, time_sampler, self.batch_size, gen)
+                batch = draw_batch(dataset, time_sampler, self.batch_size, gen, guidance)
                 loss, logs = backward_step(step_loss, batch, opt, params, clip)
                 if self.max_bad_steps and not bool(torch.isfinite(loss) & torch.isfinite(logs["grad_norm"])):
                     bad_steps += 1  # per-step sync only when skipping is allowed
@@ -347,12 +351,25 @@ class Trainer:
         for name, x in samples.items():
             save_samples(self.run_dir / "samples" / f"{name}.npz", x, dataset)
         n_plot = min(len(evaluator.real), 2000)
-        fig = plot_samples(evaluator.real[:n_plot].numpy(),
-                           {k: v[:n_plot].numpy() for k, v in samples.items()},
-                           self.run_dir / "figures" / "samples.png",
-                           title=f"{dataset.name}, step {self.steps} (EMA weights, standardized)",
-                           metrics=metrics)
-        loss_fig = plot_loss(history, self.run_dir / "figures" / "loss.png")
-        self.logger.log_images({"samples": fig, "loss": loss_fig}, self.steps)
+        figures = {}
+        if dataset.dim > 2:  # image data: mosaics in native pixel values
+            native = {k: dataset.destandardize(v.double()).numpy() for k, v in samples.items()}
+            figures["samples"] = plot_image_samples(
+                dataset.destandardize(evaluator.real.double()).numpy(), native,
+                self.run_dir / "figures" / "samples.png", getattr(dataset, "image_shape", (8, 8)),
+                title=f"{dataset.name}, step {self.steps} (EMA weights)", metrics=metrics)
+        else:
+            figures["samples"] = plot_samples(
+                evaluator.real[:n_plot].numpy(), {k: v[:n_plot].numpy() for k, v in samples.items()},
+                self.run_dir / "figures" / "samples.png",
+                title=f"{dataset.name}, step {self.steps} (EMA weights, standardized)", metrics=metrics)
+        figures["loss"] = plot_loss(history, self.run_dir / "figures" / "loss.png")
+        if guidance is not None and guidance.enabled:
+            omegas = sorted(set(guidance.eval_omega) | {1.0, 2.0, 4.0})
+            figures["class_grid"] = plot_class_grid(
+                ema, dataset, self.run_dir / "figures" / "class_grid.png", omegas,
+                interval=guidance.eval_interval, sampling=objective.sampling,
+                reference=evaluator.real[:n_plot].numpy() if dataset.dim == 2 else None)
+        self.logger.log_images(figures, self.steps)
         return {"final": metrics, "evals": evals, "history": history, "train_seconds": train_time,
                 "primary": evaluator.primary, "model": model, "ema": ema}

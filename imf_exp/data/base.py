@@ -77,6 +77,14 @@ class Dataset(ABC):
         x, y = self.sample_native(n, generator)
         return self.standardize(x), y
 
+    def eval_reference(self, n: int, generator: torch.Generator):
+        """The evaluation reference set ``(x, labels)``: ``n`` fresh standardized points."""
+        return self.sample(n, generator)
+
+    def floor_pair(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two reference sets whose W2 is the sampling floor: two fresh draws of ``n`` points."""
+        return self.sample(n, generator)[0], self.sample(n, generator)[0]
+
     def standardize(self, x: torch.Tensor) -> torch.Tensor:
         mean = self.mean.to(device=x.device, dtype=x.dtype)
         std = self.std.to(device=x.device, dtype=x.dtype)

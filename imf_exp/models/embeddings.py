@@ -80,3 +80,25 @@ class TimeFeatures(nn.Module):
     def forward(self, r: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         scalars = time_scalars(r, t, self.time_input)
         return torch.cat([e(s) for e, s in zip(self.embeds, scalars)], dim=-1)
+
+
+class ConditionFeatures(nn.Module):
+    """Guidance inputs ``(label, omega, t_lo, t_hi) -> (B, out_dim)``.
+
+    The label (``num_classes`` is the null label) gets a learned embedding of ``dim`` features;
+    ``omega`` enters as ``1 - 1/omega`` in ``[0, 1)`` (the guided target's coefficient) and the
+    interval ends as they are, each through a :class:`ScalarEmbedding` like time.
+    """
+
+    def __init__(self, num_classes: int, kind: str = "sinusoidal", dim: int = 64,
+                 scale: float = 1.0, max_period: float = 10000.0) -> None:
+        super().__init__()
+        self.num_classes = int(num_classes)
+        self.label = nn.Embedding(self.num_classes + 1, dim)
+        self.scalars = nn.ModuleList(ScalarEmbedding(kind, dim, scale, max_period) for _ in range(3))
+        self.out_dim = dim + sum(e.out_dim for e in self.scalars)
+
+    def forward(self, cond) -> torch.Tensor:
+        labels, omega, t_lo, t_hi = cond
+        scalars = (1.0 - 1.0 / omega, t_lo, t_hi)
+        return torch.cat([self.label(labels)] + [e(s) for e, s in zip(self.scalars, scalars)], dim=-1)

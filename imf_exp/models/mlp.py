@@ -14,7 +14,7 @@ class MLP(AverageVelocityModel):
     def __init__(self, dim: int, width: int = 256, depth: int = 4, **kwargs) -> None:
         super().__init__(dim, width, depth, **kwargs)
         layers: list[nn.Module] = []
-        fan_in = self.in_dim + self.time.out_dim
+        fan_in = self.in_dim + self.cond_dim
         for _ in range(depth):
             layers += [nn.Linear(fan_in, width), make_activation(self.act_name)]
             fan_in = width

@@ -36,7 +36,7 @@ class ResMLP(AverageVelocityModel):
                  **kwargs) -> None:
         super().__init__(dim, width, depth, **kwargs)
         self.inp = nn.Linear(self.in_dim, width)
-        self.cond = nn.Sequential(nn.Linear(self.time.out_dim, width), make_activation(self.act_name),
+        self.cond = nn.Sequential(nn.Linear(self.cond_dim, width), make_activation(self.act_name),
                                   nn.Linear(width, width), make_activation(self.act_name))
         self.blocks = nn.ModuleList(_Block(width, self.act_name, expansion) for _ in range(depth))
         # no affine: the output heads absorb it, and an affine LayerNorm under torch.func.jvp

@@ -27,14 +27,15 @@ def interpolate(x: torch.Tensor, e: torch.Tensor, t: torch.Tensor) -> tuple[torc
 
 
 def total_derivative(model: nn.Module, z: torch.Tensor, r: torch.Tensor, t: torch.Tensor,
-                     v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                     v: torch.Tensor, cond=None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(u, du/dt)`` at ``(z, r, t)`` along the trajectory ``dz/dt = v``, ``r`` held fixed.
 
     One batched forward-mode JVP with primals ``(z, t)`` and tangents ``(v, 1)``: the tangent
-    of ``r`` is zero, so ``r`` is closed over instead of paying for a zero tangent.
+    of ``r`` is zero, so ``r`` is closed over instead of paying for a zero tangent (as is the
+    guidance condition ``cond``, constant along the trajectory).
     ``u`` keeps its graph to the parameters; ``du/dt`` is returned detached.
     """
-    u, dudt = jvp(lambda z_, t_: model(z_, r, t_), (z, t), (v, torch.ones_like(t)))
+    u, dudt = jvp(lambda z_, t_: model(z_, r, t_, cond), (z, t), (v, torch.ones_like(t)))
     return u, dudt.detach()
 
 
@@ -55,7 +56,11 @@ class Objective(ABC):
 
     @abstractmethod
     def __call__(self, model: nn.Module, x: torch.Tensor, e: torch.Tensor, r: torch.Tensor,
-                 t: torch.Tensor, boundary: BoundaryMode) -> tuple[torch.Tensor, Logs]:
-        """Loss (scalar with graph) and detached logs for one batch."""
+                 t: torch.Tensor, boundary: BoundaryMode, cond=None) -> tuple[torch.Tensor, Logs]:
+        """Loss (scalar with graph) and detached logs for one batch.
+
+        ``cond`` (a :class:`imf_exp.objectives.guidance.Condition` or None) turns the velocity
+        target into the guided one, ``v_g`` (see ``guidance.py``).
+        """
 
 

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from imf_exp.objectives.base import Objective, interpolate
+from imf_exp.objectives.guidance import guided_velocity
 
 
 class FlowMatching(Objective):
-    """``loss = metric(v_theta(z, t) - (e - x))``; ``r`` is ignored."""
+    """``loss = metric(v_theta(z, t) - (e - x))`` (or ``- v_g``, guided); ``r`` is ignored."""
 
     sampling = "ode"
 
-    def __call__(self, model, x, e, r, t, boundary):
+    def __call__(self, model, x, e, r, t, boundary, cond=None):
         z, v = interpolate(x, e, t)
-        loss = self.metric(model.velocity(z, t) - v)
+        v_tgt, v_theta = guided_velocity(model, z, t, v, cond, grad=True)
+        if v_theta is None:
+            v_theta = model.velocity(z, t)
+        loss = self.metric(v_theta - v_tgt)
         return loss, {"loss": loss.detach(), "loss_v": loss.detach()}

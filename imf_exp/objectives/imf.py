@@ -5,19 +5,20 @@ from __future__ import annotations
 import torch
 
 from imf_exp.objectives.base import Objective, interpolate, total_derivative
+from imf_exp.objectives.guidance import guided_velocity
 
 
 def compound_velocity(model, z: torch.Tensor, r: torch.Tensor, t: torch.Tensor,
-                      tangent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                      tangent: torch.Tensor, cond=None) -> tuple[torch.Tensor, torch.Tensor]:
     """``V = u + (t - r) stopgrad(du/dt)`` with ``du/dt`` along ``tangent``; returns ``(V, u)``."""
-    u, dudt = total_derivative(model, z, r, t, tangent)
+    u, dudt = total_derivative(model, z, r, t, tangent, cond)
     return u + (t - r)[:, None] * dudt, u
 
 
 class IMF(Objective):
     """iMF objective.
 
-    1. ``z = (1-t) x + t e``, ``v_tgt = e - x``;
+    1. ``z = (1-t) x + t e``, ``v_tgt = e - x`` (or the guided ``v_g`` when ``cond`` is given);
     2. ``v_theta = model.velocity(z, t)`` (detached as the JVP tangent);
     3. ``(u, du/dt) = jvp(u_theta, (z, r, t), (v_theta, 0, 1))``;
     4. ``V = u + (t - r) stopgrad(du/dt)``;
@@ -26,15 +27,19 @@ class IMF(Objective):
 
     sampling = "average"
 
-    def __call__(self, model, x, e, r, t, boundary):
-        z, v_tgt = interpolate(x, e, t)
-        if boundary.aux_head:
-            v_theta = model.velocity(z, t)
+    def __call__(self, model, x, e, r, t, boundary, cond=None):
+        z, v = interpolate(x, e, t)
+        if cond is not None:
+            v_tgt, v_theta = guided_velocity(model, z, t, v, cond, grad=boundary.aux_head)
+            tangent = v_theta.detach()
+        elif boundary.aux_head:
+            v_tgt, v_theta = v, model.velocity(z, t)
             tangent = v_theta.detach()
         else:
+            v_tgt = v
             with torch.no_grad():
                 tangent = model.velocity(z, t)
-        compound, _ = compound_velocity(model, z, r, t, tangent)
+        compound, _ = compound_velocity(model, z, r, t, tangent, cond)
         loss_u = self.metric(compound - v_tgt)
         logs = {"loss_u": loss_u.detach()}
         loss = loss_u

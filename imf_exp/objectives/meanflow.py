@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 from imf_exp.objectives.base import Objective, interpolate, total_derivative
+from imf_exp.objectives.guidance import guided_velocity
 
 
 class MeanFlow(Objective):
-    """``u_tgt = v - (t - r) jvp(u_theta, (z, r, t), (v, 0, 1))`` with ``v = e - x``;
-    ``loss = metric(u - stopgrad(u_tgt))``. In ``aux_head`` mode the auxiliary head is also
-    trained by flow matching with weight ``aux_weight`` (it plays no part in the target)."""
+    """``u_tgt = v - (t - r) jvp(u_theta, (z, r, t), (v, 0, 1))`` with ``v = e - x`` (or the guided
+    ``v_g`` when ``cond`` is given); ``loss = metric(u - stopgrad(u_tgt))``. In ``aux_head`` mode
+    the auxiliary head is also trained by flow matching with weight ``aux_weight`` (it plays no
+    part in the target)."""
 
     sampling = "average"
 
-    def __call__(self, model, x, e, r, t, boundary):
+    def __call__(self, model, x, e, r, t, boundary, cond=None):
         z, v = interpolate(x, e, t)
-        u, dudt = total_derivative(model, z, r, t, v)
-        target = v - (t - r)[:, None] * dudt
+        v_tgt, v_theta = guided_velocity(model, z, t, v, cond, grad=boundary.aux_head)
+        u, dudt = total_derivative(model, z, r, t, v_tgt, cond)
+        target = v_tgt - (t - r)[:, None] * dudt
         loss_u = self.metric(u - target.detach())
         logs = {"loss_u": loss_u.detach()}
         loss = loss_u
         if boundary.aux_head:
-            loss_v = self.metric(model.velocity(z, t) - v)
+            if v_theta is None:
+                v_theta = model.velocity(z, t)
+            loss_v = self.metric(v_theta - v_tgt)
             logs["loss_v"] = loss_v.detach()
             loss = loss + boundary.aux_weight * loss_v
         logs["loss"] = loss.detach()
