@@ -206,7 +206,11 @@ class Trainer:
             evaluator: Evaluator, resume_state: dict | None = None, guidance=None) -> dict:
         """Train from scratch, or from ``resume_state`` (see :func:`load_checkpoint`)."""
         from imf_exp.plots import (  # matplotlib import is slow
-            plot_class_grid, plot_image_samples, plot_loss, plot_samples)
+            plot_class_grid,
+            plot_image_samples,
+            plot_loss,
+            plot_samples,
+        )
 
         for sub in ("", "samples", "figures"):
             (self.run_dir / sub).mkdir(parents=True, exist_ok=True)

@@ -80,9 +80,9 @@ def test_guided_target_matches_formula():
     with torch.no_grad():
         for i in range(len(t)):
             w = cond.omega[i] if cond.t_lo[i] <= t[i] <= cond.t_hi[i] else torch.tensor(1.0).double()
-            one = lambda label: model(z[i:i + 1], t[i:i + 1], t[i:i + 1], Condition.build(  # noqa: E731
-                torch.tensor([label]), w.item(), (0.0, 1.0)).to("cpu", torch.float64))
-            vc, vu = one(int(cond.labels[i])), one(K)
+            zi, ti = z[i:i + 1], t[i:i + 1]
+            vc, vu = (model(zi, ti, ti, Condition.build(torch.tensor([label]), w.item(), (0.0, 1.0))
+                            .to("cpu", torch.float64)) for label in (int(cond.labels[i]), K))
             expected = v[i] + (1 - 1 / w) * (vc[0] - vu[0])
             assert torch.allclose(v_g[i], expected, atol=1e-12), i
             assert torch.allclose(v_c[i], vc[0], atol=1e-12)
@@ -198,9 +198,8 @@ GUIDED = ["dataset=moons", "guidance=cfg", "trainer.steps=600", "trainer.batch_s
 def test_larger_omega_moves_samples_away_from_the_other_class(tmp_path, mode):
     """Measured on a trained two-class model: the mean distance from one-step samples asked for
     class c to the nearest reference point of the other class grows with omega."""
-    from tests.conftest import ROOT, run_cli
-
     from imf_exp.sample import load_run
+    from tests.conftest import ROOT, run_cli
 
     run_dir = tmp_path / mode
     proc = run_cli(["-m", "imf_exp.train", *GUIDED, f"boundary_mode={mode}",
