@@ -430,12 +430,13 @@ def plot_sampler_sheet(model: nn.Module, dataset, path: Path, nfe: Sequence[int]
 # ---- 5. all of them --------------------------------------------------------------------------
 def make_figures(run_dir: Path, out: Path | None = None, model: nn.Module | None = None,
                  dataset=None, sampling: str | None = None,
-                 evals: Sequence[Mapping] | None = None) -> dict[str, Path]:
+                 evals: Sequence[Mapping] | None = None, guidance=None) -> dict[str, Path]:
     """Write every figure that applies to ``run_dir`` into ``out`` (default ``RUN_DIR/figures``).
 
     ``fields.png`` and ``transport.png`` (2-D datasets), ``training.png`` (when the run saved
     samples at evaluation steps) and ``samplers.png``; returns ``{name: path}`` with the keys
-    ``"fields"``, ``"transport"``, ``"training"``, ``"samplers"`` that were written. The model
+    ``"fields"``, ``"transport"``, ``"training"``, ``"samplers"`` that were written, and for a
+    guided run ``"class_grid"`` (class-conditional samples at several ``omega``). The model
     (EMA weights, on the CPU), dataset and sampling kind come from the run folder through
     :func:`imf_exp.sample.load_run` when not given; ``evals`` default to ``metrics.json``'s.
     """
@@ -451,6 +452,7 @@ def make_figures(run_dir: Path, out: Path | None = None, model: nn.Module | None
         model = loaded if model is None else model
         dataset = parts["dataset"] if dataset is None else dataset
         sampling = parts["objective"].sampling if sampling is None else sampling
+        guidance = parts["guidance"] if guidance is None else guidance
     out = run_dir / "figures" if out is None else Path(out)
     written: dict[str, Path] = {}
     draw: list[tuple[str, Callable[[Path], Path]]] = []
@@ -460,6 +462,14 @@ def make_figures(run_dir: Path, out: Path | None = None, model: nn.Module | None
     if eval_step_files(run_dir):
         draw.append(("training", lambda p: plot_training_sheet(run_dir, p, evals, dataset)))
     draw.append(("samplers", lambda p: plot_sampler_sheet(model, dataset, p, sampling=sampling)))
+    if guidance is not None and guidance.enabled:
+        from imf_exp.plots import plot_class_grid
+
+        omegas = sorted(set(guidance.eval_omega) | {1.0, 2.0, 4.0})
+        reference = _reference(dataset, 2000) if dataset.dim == 2 else None
+        draw.append(("class_grid", lambda p: plot_class_grid(
+            model, dataset, p, omegas, interval=guidance.eval_interval, sampling=sampling,
+            reference=reference)))
     for name, fn in draw:
         written[name] = fn(out / f"{name}.png")
     return written

@@ -107,6 +107,8 @@ def load_run(run_dir: Path, weights: str = "ema", device: str = "auto"):
     if not ckpt_path.is_file():
         raise ConfigError(f"{ckpt_path} is missing: the run has not written a checkpoint yet")
     cfg = OmegaConf.load(cfg_path)
+    if "guidance" not in cfg:  # run folders written before the guidance group existed
+        cfg.guidance = {"_target_": "imf_exp.objectives.guidance.NoGuidance"}
     parts = build(cfg)
     try:
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)

@@ -205,12 +205,8 @@ class Trainer:
             dataset: Dataset, time_sampler: TimeSampler, optimizer: OptimizerSpec,
             evaluator: Evaluator, resume_state: dict | None = None, guidance=None) -> dict:
         """Train from scratch, or from ``resume_state`` (see :func:`load_checkpoint`)."""
-        from imf_exp.plots import (  # matplotlib import is slow
-            plot_class_grid,
-            plot_image_samples,
-            plot_loss,
-            plot_samples,
-        )
+        from imf_exp.figures import make_figures  # matplotlib import is slow
+        from imf_exp.plots import plot_image_samples, plot_loss, plot_samples
 
         for sub in ("", "samples", "figures"):
             (self.run_dir / sub).mkdir(parents=True, exist_ok=True)
@@ -368,12 +364,8 @@ class Trainer:
                 self.run_dir / "figures" / "samples.png",
                 title=f"{dataset.name}, step {self.steps} (EMA weights, standardized)", metrics=metrics)
         figures["loss"] = plot_loss(history, self.run_dir / "figures" / "loss.png")
-        if guidance is not None and guidance.enabled:
-            omegas = sorted(set(guidance.eval_omega) | {1.0, 2.0, 4.0})
-            figures["class_grid"] = plot_class_grid(
-                ema, dataset, self.run_dir / "figures" / "class_grid.png", omegas,
-                interval=guidance.eval_interval, sampling=objective.sampling,
-                reference=evaluator.real[:n_plot].numpy() if dataset.dim == 2 else None)
+        figures.update(make_figures(self.run_dir, model=ema, dataset=dataset,
+                                    sampling=objective.sampling, evals=evals, guidance=guidance))
         self.logger.log_images(figures, self.steps)
         return {"final": metrics, "evals": evals, "history": history, "train_seconds": train_time,
                 "primary": evaluator.primary, "model": model, "ema": ema}

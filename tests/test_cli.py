@@ -87,6 +87,8 @@ def test_sample_command(trained_run, tmp_path):
     assert proc.returncode == 0
     z = np.load(run_dir / "samples" / "sample_nfe2_n10_seed0.npz")
     assert z["native"].shape == (10, 2) and z["standardized"].shape == (10, 2)
+    proc = run_cli(["-m", "imf_exp.sample", str(run_dir), "omega=2"], cwd=ROOT)
+    assert proc.returncode == 2 and "['omega'] apply to guided runs only" in proc.stderr, proc.stderr
 
 
 @pytest.mark.parametrize("args,fragments", [
@@ -95,6 +97,7 @@ def test_sample_command(trained_run, tmp_path):
     (["time_sampler.p_equal=2"], ["time_sampler.p_equal", "[0, 1]"]),
     (["model=transformer"], ["model/transformer", "resmlp"]),
     (["trainer.steps=many"], ["trainer.steps", "many"]),
+    (["guidance=cfg", "dataset=checkerboard"], ["guidance=cfg needs class labels", "guidance=none"]),
 ])
 def test_bad_input_stops_before_training(args, fragments, tmp_path, cli):
     from tests.conftest import ROOT

@@ -67,6 +67,10 @@ def test_user_sampler_through_custom_option():
     ("device=tpu", "device", "cuda"),
     ("+model.dim=3", "model.dim=3", "dataset's dimension 2"),
     ("trainer.compile=maybe", "trainer.compile", "'auto', 'on', 'off'"),
+    ("guidance=cfg dataset=checkerboard", "guidance=cfg needs class labels", "use guidance=none"),
+    ("guidance=cfg dataset=swissroll", "dataset SwissRoll has none", "moons, circles"),
+    ("guidance=cfg guidance.omega_max=0.5", "guidance.omega_max", ">= 1"),
+    ("dataset=digits dataset.holdout=5", "dataset.holdout", "[100, 1297]"),
 ])
 def test_bad_values_name_key_and_allowed(override, key, allowed):
     with pytest.raises(ConfigError) as info:
