@@ -42,6 +42,7 @@ class EvalConfig:
     nfe: list[int] = field(default_factory=lambda: [1, 2, 4])  # average-velocity samplers
     ode_steps: list[int] = field(default_factory=lambda: [100])  # ODE baseline (flow matching)
     ode_method: str = "euler"
+    ode_diagnostic: bool = False  # average-velocity runs: also the ODE on v at ode_steps
     floor_repeats: int = 5  # the W2 floor is the mean over this many reference pairs
     seed: int = 1234
     plot_n: int = 2000

@@ -153,12 +153,14 @@ class Evaluator:
     the sampler is ``nfeK`` (K average-velocity jumps) or ``odeK`` (K ODE steps on ``v``); for a
     guided run, samplers at the other ``guidance.eval_omega`` scales get a suffix, e.g.
     ``nfe1_w2/accuracy`` (1 NFE at ``omega = 2``). Guided samples are asked for the reference
-    set's own labels, so their class mix matches the data's.
+    set's own labels, so their class mix matches the data's. With ``ode_diagnostic``, runs
+    of average-velocity objectives are also sampled by the ODE on their instantaneous velocity
+    (``u(z, t, t)`` or the auxiliary head) at each of ``ode_steps``.
     """
 
     def __init__(self, dataset, n: int = 2000, nfe=(1, 2, 4), ode_steps=(100,),
                  ode_method: str = "euler", floor_repeats: int = 3, seed: int = 1234,
-                 sampling: str = "average", guidance=None) -> None:
+                 sampling: str = "average", guidance=None, ode_diagnostic: bool = False) -> None:
         g = torch.Generator().manual_seed(seed)
         self.dataset, self.ode_method = dataset, ode_method
         self.real, self.real_y = dataset.eval_reference(n, g)
@@ -168,10 +170,11 @@ class Evaluator:
         self.z1 = torch.randn(self.n, dataset.dim, generator=g)
         self.guided = guidance is not None and guidance.enabled
         self.interval = guidance.eval_interval if self.guided else (0.0, 1.0)
-        if sampling == "average":
-            base = [(f"nfe{k}", "average", int(k)) for k in nfe]
+        ode = [(f"ode{k}", "ode", int(k)) for k in ode_steps]
+        if sampling == "average":  # ode_diagnostic: also the ODE on the model's own v(z, t)
+            base = [(f"nfe{k}", "average", int(k)) for k in nfe] + (ode if ode_diagnostic else [])
         else:
-            base = [(f"ode{k}", "ode", int(k)) for k in ode_steps]
+            base = ode
         omegas = guidance.eval_omega if self.guided else (1.0,)
         self.samplers = [(name, kind, steps, omegas[0]) for name, kind, steps in base]
         name, kind, steps = base[0]

@@ -1,13 +1,17 @@
 """Sweep folder -> table and figures, no account needed.
 
     python -m imf_exp.report outputs/multiruns/2026-11-29/12-00-00-000000 [metric=nfe1/w2_ratio]
+                             [columns=nfe1/w2_ratio,ode100/w2_ratio,...]
 
 Collects every job of a Hydra multirun (each subfolder with ``.hydra/overrides.yaml``): its
 overrides and ``metrics.json``. Writes into ``<sweep>/report/``:
 
 * ``jobs.csv``: one row per job (status, overrides, final metrics);
 * ``table.md`` and ``table.csv``: mean and std over seeds of each metric, one row per setting
-  of the swept keys (seed excluded), with how many jobs completed;
+  of the swept keys (seed excluded), with how many jobs completed. The columns are the chosen
+  metric's sampler's W2 ratio, precision, recall, MMD, W2 (and class accuracy, FD when present),
+  or the metrics listed in ``columns=``. When jobs differ in their primary sampler (e.g. iMF's
+  ``nfe1`` beside flow matching's ``ode1``), each row shows its own primary sampler's metrics;
 * ``metric.png``: the chosen metric per setting with error bars (std over seeds);
 * ``samples.png``: one panel of one-step samples per setting (first completed seed).
 
@@ -30,7 +34,8 @@ import yaml
 from imf_exp.errors import ConfigError
 
 SEED_KEYS = ("seed",)
-SUMMARY_METRICS = ("w2_ratio", "precision", "recall", "mmd", "w2")
+SUMMARY_METRICS = ("w2_ratio", "precision", "recall", "mmd", "w2", "accuracy", "fd")
+OWN = "primary"  # pseudo-sampler: each job's own primary sampler
 
 
 def _status(job: Path) -> tuple[str, dict]:
@@ -59,8 +64,14 @@ def collect(sweep: Path) -> list[dict[str, Any]]:
             key, _, value = str(item).partition("=")
             overrides[key.lstrip("+~")] = value
         status, metrics = _status(job)
+        final = dict(metrics.get("final") or {})
+        own = (metrics.get("primary") or "").split("/")[0]
+        if own:
+            final[f"{OWN}/sampler"] = own
+            final.update({f"{OWN}/{k.split('/', 1)[1]}": v for k, v in list(final.items())
+                          if k.startswith(own + "/")})
         jobs.append({"job": str(job.relative_to(sweep)), "overrides": overrides, "status": status,
-                     "final": metrics.get("final") or {}, "error": metrics.get("error", ""),
+                     "final": final, "error": metrics.get("error", ""),
                      "primary": metrics.get("primary")})
     if not jobs:
         raise ConfigError(f"{sweep} holds no job folders (subfolders with .hydra/overrides.yaml); "
@@ -85,6 +96,9 @@ def aggregate(jobs: list[dict], group_keys: list[str]) -> list[dict[str, Any]]:
         row["completed"] = f"{len(done)}/{len(members)}"
         names = sorted({k for m in done for k in m["final"]})
         for name in names:
+            if name == f"{OWN}/sampler":
+                row[name] = ",".join(sorted({m["final"][name] for m in done if name in m["final"]}))
+                continue
             vals = np.array([m["final"][name] for m in done if name in m["final"]], dtype=float)
             row[f"{name} mean"] = float(np.mean(vals))
             row[f"{name} std"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
@@ -99,7 +113,7 @@ def _fmt(x: Any) -> str:
     return str(x)
 
 
-def write_report(sweep: Path, metric: str | None = None) -> Path:
+def write_report(sweep: Path, metric: str | None = None, columns: list[str] | None = None) -> Path:
     jobs = collect(sweep)
     out = sweep / "report"
     out.mkdir(exist_ok=True)
@@ -107,7 +121,7 @@ def write_report(sweep: Path, metric: str | None = None) -> Path:
     group_keys = [k for k in keys if k not in SEED_KEYS]
     primary = metric or next((j["primary"] for j in jobs if j.get("primary")), "nfe1/w2_ratio")
 
-    final_names = sorted({k for j in jobs for k in j["final"]})
+    final_names = sorted({k for j in jobs for k in j["final"] if not k.startswith(OWN + "/")})
     with open(out / "jobs.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["job", "status", *keys, *final_names, "error"])
@@ -116,10 +130,17 @@ def write_report(sweep: Path, metric: str | None = None) -> Path:
                         *(j["final"].get(n, "") for n in final_names), j["error"]])
 
     rows = aggregate(jobs, group_keys)
-    prefix = primary.split("/")[0] + "/" if "/" in primary else ""
-    shown = [f"{prefix}{m}" for m in SUMMARY_METRICS if any(f"{prefix}{m} mean" in r for r in rows)]
-    shown += [m for m in ("w2_floor",) if any(f"{m} mean" in r for r in rows)]
-    cols = [*group_keys, "completed", *[f"{m} {s}" for m in shown for s in ("mean", "std")]]
+    mixed = metric is None and len({j["primary"] for j in jobs if j.get("primary")}) > 1
+    prefix = (OWN + "/") if mixed else (primary.split("/")[0] + "/" if "/" in primary else "")
+    if mixed:
+        primary = f"{OWN}/{primary.split('/', 1)[-1]}"
+    if columns:
+        shown = list(columns)
+    else:
+        shown = [f"{prefix}{m}" for m in SUMMARY_METRICS if any(f"{prefix}{m} mean" in r for r in rows)]
+        shown += [m for m in ("w2_floor",) if any(f"{m} mean" in r for r in rows)]
+    text_cols = [f"{OWN}/sampler"] if mixed and not columns else []
+    cols = [*group_keys, "completed", *text_cols, *[f"{m} {s}" for m in shown for s in ("mean", "std")]]
     with open(out / "table.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(cols)
@@ -127,10 +148,10 @@ def write_report(sweep: Path, metric: str | None = None) -> Path:
             w.writerow([r.get(c, "") for c in cols])
     lines = [f"# Sweep report: {sweep}", "",
              f"{len(jobs)} jobs; swept: {', '.join(keys) or '(nothing)'}; mean ± std over seeds.", "",
-             "| " + " | ".join([*group_keys, "completed", *shown]) + " |",
-             "|" + "---|" * (len(group_keys) + 1 + len(shown))]
+             "| " + " | ".join([*group_keys, "completed", *text_cols, *shown]) + " |",
+             "|" + "---|" * (len(group_keys) + 1 + len(text_cols) + len(shown))]
     for r in rows:
-        cells = [str(r[k]) for k in group_keys] + [r["completed"]]
+        cells = [str(r[k]) for k in group_keys] + [r["completed"]] + [r.get(c, "–") for c in text_cols]
         for m in shown:
             cells.append(f"{_fmt(r[m + ' mean'])} ± {_fmt(r[m + ' std'])}" if m + " mean" in r else "–")
         lines.append("| " + " | ".join(cells) + " |")
@@ -170,8 +191,10 @@ def _figures(sweep: Path, out: Path, rows: list[dict], keys: list[str], primary:
     panels = []
     for r in rows:
         done = [m for m in r["_members"] if m["status"] == "completed"]
-        path = sweep / done[0]["job"] / "samples" / f"{sampler}.npz" if done else None
-        panels.append((r, np.load(path)["standardized"] if path and path.exists() else None))
+        own = (done[0]["final"].get(f"{OWN}/sampler", sampler) if sampler == OWN else sampler) if done else sampler
+        path = sweep / done[0]["job"] / "samples" / f"{own}.npz" if done else None
+        panels.append((r, np.load(path)["native" if _is_image(path) else "standardized"]
+                       if path and path.exists() else None))
     n = len(panels)
     cols = min(n, 4)
     nrows = math.ceil(n / cols)
@@ -182,32 +205,51 @@ def _figures(sweep: Path, out: Path, rows: list[dict], keys: list[str], primary:
     for ax, (r, pts) in zip(axes.flat, panels):
         if pts is None:
             ax.text(0.5, 0.5, "no completed job", ha="center", va="center", transform=ax.transAxes)
+        elif pts.shape[1] > 2:  # images: a mosaic of the first 25
+            from imf_exp.plots import _image_tile
+
+            side = int(round(math.sqrt(pts.shape[1])))
+            ax.imshow(_image_tile(pts[:25], (side, side), 5), cmap="gray_r")
         else:
             ax.scatter(pts[:, 0], pts[:, 1], s=1, alpha=0.5, lw=0)
             ax.set_xlim(-3, 3)
             ax.set_ylim(-3, 3)
             ax.set_aspect("equal")
         ax.set_title(_label(r, keys), fontsize=7)
-    fig.suptitle(f"{sampler} samples (first completed seed, standardized)", fontsize=9)
+    what = "each row's primary sampler" if sampler == OWN else sampler
+    fig.suptitle(f"{what}: samples of the first completed seed", fontsize=9)
     fig.tight_layout()
     fig.savefig(out / "samples.png", dpi=100)
     plt.close(fig)
 
 
+def _is_image(path: Path | None) -> bool:
+    if path is None or not path.exists():
+        return False
+    with np.load(path) as z:
+        dim = z["standardized"].shape[1]
+    return dim > 2 and round(math.sqrt(dim)) ** 2 == dim
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: python -m imf_exp.report SWEEP_DIR [metric=nfe1/w2_ratio]", file=sys.stderr)
+        print("usage: python -m imf_exp.report SWEEP_DIR [metric=nfe1/w2_ratio] "
+              "[columns=NAME,NAME,...]", file=sys.stderr)
         return 2
-    metric = None
+    metric = columns = None
     for item in argv[1:]:
         key, sep, value = item.partition("=")
-        if key != "metric" or not sep:
-            print(f"Error: unknown argument {item!r}: expected metric=NAME", file=sys.stderr)
+        if key not in ("metric", "columns") or not sep:
+            print(f"Error: unknown argument {item!r}: expected metric=NAME or columns=NAME,NAME",
+                  file=sys.stderr)
             return 2
-        metric = value
+        if key == "metric":
+            metric = value
+        else:
+            columns = [c for c in value.split(",") if c]
     try:
-        out = write_report(Path(argv[0]), metric)
+        out = write_report(Path(argv[0]), metric, columns)
     except ConfigError as err:
         print(f"Error: {err}", file=sys.stderr)
         return 2

@@ -152,7 +152,7 @@ def train(cfg: DictConfig, run_dir: Path, resume_state: dict | None = None) -> f
     ds = parts["dataset"]
     evaluator = Evaluator(ds, cfg.eval.n, cfg.eval.nfe, cfg.eval.ode_steps, cfg.eval.ode_method,
                           cfg.eval.floor_repeats, cfg.eval.seed, parts["objective"].sampling,
-                          parts["guidance"])
+                          parts["guidance"], cfg.eval.ode_diagnostic)
     n_params = sum(p.numel() for p in parts["model"].parameters())
     log.info("run folder: %s", run_dir)
     log.info("device: %s; model: %s with %d parameters; dataset: %s (dim %d); compiled loss: %s",
