@@ -55,7 +55,11 @@ def collect(sweep: Path) -> list[dict[str, Any]]:
     if not sweep.is_dir():
         raise ConfigError(f"sweep folder {str(sweep)!r} does not exist")
     jobs = []
-    for ov in sorted(sweep.glob("**/.hydra/overrides.yaml")):
+    def job_order(path: Path) -> list:  # 0, 1, 2, ..., 10 (the sweep's own order), not 0, 1, 10
+        return [(0, int(p), "") if p.isdigit() else (1, 0, p)
+                for p in path.relative_to(sweep).parts]
+
+    for ov in sorted(sweep.glob("**/.hydra/overrides.yaml"), key=job_order):
         job = ov.parent.parent
         if "report" in job.relative_to(sweep).parts:
             continue
