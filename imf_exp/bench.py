@@ -21,6 +21,8 @@ Variants:
   ``[z, sin emb(r), sin emb(t)]`` with max period 10000 on raw ``t``; ``make_moons`` per step,
   standardized by the batch's own statistics; ``r, t`` independent; ``v = u(z, t, t)`` with a
   graph; per-sample ``vmap(jvp)``; ``loss.item()`` every step; plain Adam; a Python EMA loop.
+* ``imf_fast``: ``imf_compiled`` with ``trainer.data_pool=64`` (64 batches drawn in one call)
+  and ``optimizer.fused=true`` (the fused Adam kernel): the opt-in speed settings.
 * ``imf_eager``, ``imf_compiled``, ``meanflow``, ``flow_matching_eager``,
   ``flow_matching_compiled``: the step body of :meth:`imf_exp.trainer.Trainer.fit`, written
   out here: the project's models, objectives, data (``Moons`` with its fixed standardization),
@@ -229,18 +231,28 @@ def own_code(fn: Callable, tag: str) -> Callable:
     return types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__, fn.__closure__)
 
 
+FAST_POOL = 64  # imf_fast: trainer.data_pool
+
+
 def make_project_step(model, objective, parts: dict, batch: int, device: torch.device,
-                      compiled: bool, tag: str) -> Callable[[], torch.Tensor]:
-    """The body of :meth:`Trainer.fit`'s loop (minus its logging bookkeeping), no host sync."""
-    from imf_exp.trainer import backward_step, draw_batch, ema_decay_at, update_step
+                      compiled: bool, tag: str, fast: bool = False) -> Callable[[], torch.Tensor]:
+    """The body of :meth:`Trainer.fit`'s loop (minus its logging bookkeeping), no host sync.
+    ``fast``: ``trainer.data_pool=64`` and ``optimizer.fused=true`` as well."""
+    import copy
+
+    from imf_exp.trainer import BatchStream, backward_step, ema_decay_at, update_step
 
     boundary, dataset, sampler, spec = (parts[k] for k in ("boundary", "dataset", "time_sampler",
                                                            "optimizer"))
+    if fast:
+        spec = copy.copy(spec)
+        spec.fused = True
     model = model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     ema = [p.detach().clone() for p in params]
     opt, sched = spec.build(params, parts["total_steps"])
     gen = torch.Generator(device=device).manual_seed(0)
+    stream = BatchStream(dataset, sampler, batch, gen, None, FAST_POOL if fast else 0)
     clip = spec.grad_clip if spec.grad_clip > 0 else float("inf")
     decay, k = parts["ema_decay"], [0]
 
@@ -250,7 +262,7 @@ def make_project_step(model, objective, parts: dict, batch: int, device: torch.d
     step_loss = torch.compile(own_code(loss_fn, tag), dynamic=False) if compiled else loss_fn
 
     def step() -> torch.Tensor:  # the trainer's own step functions, in the trainer's order
-        loss, _ = backward_step(step_loss, draw_batch(dataset, sampler, batch, gen), opt, params, clip)
+        loss, _ = backward_step(step_loss, next(stream), opt, params, clip)
         update_step(opt, sched, ema, params, ema_decay_at(k[0], decay))
         k[0] += 1
         return loss.detach()
@@ -438,12 +450,14 @@ def build_variants(args, device: torch.device) -> tuple[list[Variant], dict]:
         return instantiate(cfg.model, dim=2, aux_head=False)
 
     def ours(name, config, kind, make_model, batch, desc):
-        objective = objectives[kind.removesuffix("_eager").removesuffix("_compiled")]
+        fast = kind == "imf_fast"
+        objective = objectives["imf" if fast else
+                               kind.removesuffix("_eager").removesuffix("_compiled")]
 
         def build():
             model = make_model()
             return make_project_step(model, objective, parts, batch, device,
-                                     kind.endswith("_compiled"), name), model
+                                     fast or kind.endswith("_compiled"), name, fast), model
 
         return Variant(name, config, kind, batch, desc, build, n_steps(batch))
 
@@ -451,12 +465,13 @@ def build_variants(args, device: torch.device) -> tuple[list[Variant], dict]:
         model = NoteMLP(note["width"], note["depth"], note["embedding_dim"]).to(device)
         return make_note_step(model, note["batch"], device), model
 
-    all_kinds = ["imf_eager", "imf_compiled", "meanflow", "flow_matching_eager",
+    all_kinds = ["imf_eager", "imf_compiled", "imf_fast", "meanflow", "flow_matching_eager",
                  "flow_matching_compiled"]
 
     def kinds_in(config):
         compiled = not args.no_compile and config in preset["compiled_in"]
-        return [k for k in all_kinds if compiled or not k.endswith("_compiled")]
+        return [k for k in all_kinds
+                if compiled or not (k.endswith("_compiled") or k == "imf_fast")]
 
     desc_a = f"MLP w{note['width']} d{note['depth']} emb{note['embedding_dim']}"
     m = cfg.model
@@ -511,6 +526,8 @@ def compute_ratios(by_name: dict[str, Variant], settings: dict, batch_sizes: lis
 
     put("a: imf_compiled / baseline steps/s", lambda: sps("a/imf_compiled") / sps("a/baseline"))
     put("a: imf_eager / baseline steps/s", lambda: sps("a/imf_eager") / sps("a/baseline"))
+    put("a: imf_fast / baseline steps/s", lambda: sps("a/imf_fast") / sps("a/baseline"))
+    put("b: imf_fast / imf_compiled steps/s", lambda: sps("b/imf_fast") / sps("b/imf_compiled"))
     for cfg in ("a", "b"):
         for mode in ("eager", "compiled"):
             put(f"{cfg}: imf / flow_matching step cost, {mode}",

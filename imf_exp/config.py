@@ -34,6 +34,7 @@ class TrainerConfig:
     compile: str = "auto"  # auto | on | off (auto: CUDA, or CPU runs >= 2000 steps)
     progress: bool = True
     max_bad_steps: int = 0  # > 0: skip up to this many non-finite steps (a host sync per step)
+    data_pool: int = 0  # > 0: draw this many batches at once and hand them out one per step
 
 
 @dataclass
@@ -171,6 +172,7 @@ class OptimizerConfig:
     schedule: str = "cosine"
     min_lr_ratio: float = 0.0
     grad_clip: float = 1.0
+    fused: bool = False  # fused Adam/AdamW kernel instead of foreach
 
 
 @dataclass
@@ -280,6 +282,7 @@ def validate(cfg: DictConfig) -> None:
     check(str(tr.compile).lower() in ("auto", "on", "off", "true", "false"), "trainer.compile",
           tr.compile, "one of 'auto', 'on', 'off'")
     check(tr.max_bad_steps >= 0, "trainer.max_bad_steps", tr.max_bad_steps, "an int >= 0")
+    check(tr.data_pool >= 0, "trainer.data_pool", tr.data_pool, "an int >= 0 (0: one draw per step)")
     if cfg.threads is not None:
         check(cfg.threads >= 1, "threads", cfg.threads, "an int >= 1 or null")
     dev = str(cfg.device)

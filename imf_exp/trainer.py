@@ -136,6 +136,46 @@ def draw_batch(dataset: Dataset, time_sampler: TimeSampler, batch: int, gen: tor
     return x, e, r, t, cond
 
 
+def _to(x, device):
+    """A tensor, a NamedTuple of tensors (a guidance condition) or None, moved to ``device``."""
+    if isinstance(x, torch.Tensor):
+        return x.to(device)
+    if isinstance(x, tuple):
+        return type(x)(*(_to(y, device) for y in x))
+    return x
+
+
+class BatchStream:
+    """Training batches one per step. With ``pool > 0`` it draws ``pool`` batches in one call
+    (one set of kernel launches for many steps) and hands them out in order; the batches left
+    over are part of the checkpoint, so a resumed run sees the same data."""
+
+    def __init__(self, dataset: Dataset, time_sampler: TimeSampler, batch: int,
+                 gen: torch.Generator, guidance=None, pool: int = 0) -> None:
+        self.args = (dataset, time_sampler, batch, gen, guidance)
+        self.batch, self.pool = batch, int(pool)
+        self.queue: list[tuple] = []
+
+    def __next__(self) -> tuple:
+        if not self.pool:
+            return draw_batch(*self.args)
+        if not self.queue:
+            dataset, time_sampler, batch, gen, guidance = self.args
+            x, e, r, t, cond = draw_batch(dataset, time_sampler, batch * self.pool, gen, guidance)
+            # clones, not views: forward-mode AD under torch.compile rejects views of a batch
+            parts = [[c.clone() for c in a.split(batch)] for a in (x, e, r, t)]
+            conds = ([None] * self.pool if cond is None else
+                     [type(cond)(*f) for f in zip(*[[c.clone() for c in a.split(batch)] for a in cond])])
+            self.queue = [(*b, c) for b, c in zip(zip(*parts), conds)][::-1]
+        return self.queue.pop()
+
+    def state_dict(self) -> list:
+        return list(self.queue)
+
+    def load_state_dict(self, queue: list) -> None:
+        self.queue = list(queue)
+
+
 def backward_step(step_loss: Callable, batch: tuple, opt: torch.optim.Optimizer,
                   params: list[torch.Tensor], clip: float) -> tuple[torch.Tensor, dict]:
     """Loss, gradients and the clipped global grad norm (kept on the device in ``logs``)."""
@@ -183,12 +223,13 @@ class Trainer:
                  ema_warmup: bool = True, log_every: int = 100, eval_every: int = 1000,
                  checkpoint_every: int = 1000, compile: str | bool = "auto", progress: bool = True,
                  max_bad_steps: int = 0, run_dir: Path | str = ".", device: str = "auto",
-                 seed: int = 0, logger: Logger | None = None, config: dict | None = None) -> None:
+                 seed: int = 0, logger: Logger | None = None, config: dict | None = None,
+                 data_pool: int = 0) -> None:
         self.steps, self.batch_size = int(steps), int(batch_size)
         self.ema_decay, self.ema_warmup = float(ema_decay), bool(ema_warmup)
         self.log_every, self.eval_every = int(log_every), int(eval_every)
         self.checkpoint_every, self.progress = int(checkpoint_every), progress
-        self.max_bad_steps = int(max_bad_steps)
+        self.max_bad_steps, self.data_pool = int(max_bad_steps), int(data_pool)
         self.run_dir = Path(run_dir)
         self.device = select_device(device)
         self.seed = int(seed)
@@ -217,6 +258,7 @@ class Trainer:
         ema_params = list(ema.parameters())
         opt, sched = optimizer.build(params, self.steps)
         gen = torch.Generator(device=dev).manual_seed(self.seed)
+        stream = BatchStream(dataset, time_sampler, self.batch_size, gen, guidance, self.data_pool)
         history: list[dict] = []
         evals: list[dict] = []
         start, train_time, bad_steps = 0, 0.0, 0
@@ -232,6 +274,8 @@ class Trainer:
             np.random.set_state(rng["numpy"])
             random.setstate(rng["python"])
             gen.set_state(rng["data"].cpu())
+            stream.load_state_dict([tuple(_to(x, dev) for x in b)
+                                    for b in resume_state.get("data_pool", [])])
             history, evals = resume_state["history"], resume_state["evals"]
             start = int(resume_state["step"])
             train_time = float(resume_state.get("train_seconds", 0.0))
@@ -245,6 +289,7 @@ class Trainer:
                             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                             "numpy": np.random.get_state(), "python": random.getstate(),
                             "data": gen.get_state()},
+                    "data_pool": stream.state_dict(),
                     "history": history, "evals": evals, "config": self.config,
                     "train_seconds": train_time, "bad_steps": bad_steps}
 
@@ -307,7 +352,7 @@ class Trainer:
         t_last = time.perf_counter()
         try:
             for step in range(start, self.steps):
-                batch = draw_batch(dataset, time_sampler, self.batch_size, gen, guidance)
+                batch = next(stream)
                 loss, logs = backward_step(step_loss, batch, opt, params, clip)
                 if self.max_bad_steps and not bool(torch.isfinite(loss) & torch.isfinite(logs["grad_norm"])):
                     bad_steps += 1  # per-step sync only when skipping is allowed

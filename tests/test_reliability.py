@@ -151,3 +151,25 @@ def test_corrupt_checkpoint_falls_back_to_previous(tmp_path, caplog):
     with pytest.raises(ConfigError, match="no readable checkpoint"):
         load_checkpoint(tmp_path)
     assert load_checkpoint(tmp_path / "empty") is None
+
+
+@pytest.mark.slow
+def test_pooled_guided_run_resumes_to_identical_weights(tmp_path):
+    """trainer.data_pool (batches left in the pool are checkpointed) with guidance conditions in
+    the pool and the fused optimizer: SIGKILL mid-run, resume, same weights as without a kill."""
+    args = [*TINY, "trainer.steps=300", "trainer.eval_every=0", "dataset=moons", "guidance=cfg",
+            "trainer.data_pool=7", "optimizer.fused=true"]
+    full = tmp_path / "full"
+    proc = start([*args, f"hydra.run.dir={full}"])
+    assert proc.wait(timeout=600) == 0, proc.stderr.read()[-2000:]
+    run_dir = tmp_path / "run"
+    proc = start([*args, f"hydra.run.dir={run_dir}"])
+    wait_for_checkpoint(run_dir, 150, proc)
+    proc.kill()
+    proc.communicate()
+    state = torch.load(run_dir / CHECKPOINT, weights_only=False)
+    assert state["step"] < 300 and 0 < len(state["data_pool"]) < 7  # mid-pool: 50 k is not 7 m
+    again = start([*args, f"hydra.run.dir={run_dir}"])
+    out, err = again.communicate(timeout=600)
+    assert again.returncode == 0 and "resumed from" in out, err[-2000:]
+    assert same_weights(full, run_dir)

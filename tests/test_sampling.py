@@ -69,3 +69,42 @@ def test_ode_solvers_converge_to_the_exact_map():
     err_mid = (sample_ode(model.velocity, z1, 50, "midpoint") - exact).abs().max()
     assert err_mid < 1e-3 < err_euler < 0.1  # midpoint is second order, Euler first
     assert (sample_ode(model.velocity, z1, 200, "euler") - exact).abs().max() < err_euler / 3
+
+
+def test_data_pool_hands_out_one_big_draw_in_order():
+    from imf_exp.data import Moons
+    from imf_exp.objectives.guidance import CFG
+    from imf_exp.time_samplers import UniformTimeSampler
+    from imf_exp.trainer import BatchStream, draw_batch
+
+    ds, ts = Moons(mean=[0.0, 0.0], std=[1.0, 1.0]), UniformTimeSampler()
+    guidance = CFG()
+    guidance.check_dataset(2, "Moons")
+    stream = BatchStream(ds, ts, 8, torch.Generator().manual_seed(3), guidance, pool=4)
+    got = [next(stream) for _ in range(4)]
+    whole = draw_batch(ds, ts, 32, torch.Generator().manual_seed(3), guidance)
+    for i in range(4):  # x, e, r, t
+        assert torch.equal(torch.cat([b[i] for b in got]), whole[i])
+    assert torch.equal(torch.cat([b[4].omega for b in got]), whole[4].omega)
+    assert all(b[0]._base is None for b in got)  # clones, not views of the big draw
+    assert len(stream.state_dict()) == 0
+    next(stream)
+    assert len(stream.state_dict()) == 3
+
+
+def test_fused_optimizer_matches_foreach():
+    from imf_exp.optim import OptimizerSpec
+
+    results = []
+    for fused in (False, True):
+        torch.manual_seed(0)
+        w = torch.nn.Parameter(torch.randn(5, 3))
+        opt, sched = OptimizerSpec(lr=1e-2, fused=fused).build([w], 100)
+        for _ in range(20):
+            loss = (w ** 3).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+        results.append(w.detach().clone())
+    assert torch.allclose(results[0], results[1], atol=1e-6) and not torch.equal(results[0], torch.zeros(5, 3))
