@@ -181,14 +181,13 @@ class Evaluator:
         self.samplers += [(f"{name}_w{w:g}", kind, steps, w) for w in omegas[1:]]
         self.probe = None
         self.fd_floor = None
-        if self.guided and self.real_y is not None:
-            if hasattr(dataset, "labelled_train"):
-                self.probe = ClassifierProbe(*dataset.labelled_train())
-                self.fd_floor = float(np.mean([
-                    frechet_distance(self.probe.features(a), self.probe.features(b))
-                    for a, b in (dataset.floor_pair(self.n, g) for _ in range(floor_repeats))]))
-            else:
-                self.probe = KNNProbe(self.real, self.real_y)
+        if hasattr(dataset, "labelled_train"):  # digits: FD for every run, accuracy if guided
+            self.probe = ClassifierProbe(*dataset.labelled_train())
+            self.fd_floor = float(np.mean([
+                frechet_distance(self.probe.features(a), self.probe.features(b))
+                for a, b in (dataset.floor_pair(self.n, g) for _ in range(floor_repeats))]))
+        elif self.guided and self.real_y is not None:
+            self.probe = KNNProbe(self.real, self.real_y)
 
     @property
     def primary(self) -> str:
@@ -207,7 +206,7 @@ class Evaluator:
         """Metrics of one generated set (standardized, same size as the reference)."""
         if not torch.isfinite(x).all():
             keys = ["w2", "w2_ratio", "precision", "recall", "mmd"]
-            keys += ["accuracy"] if self.probe is not None else []
+            keys += ["accuracy"] if self.probe is not None and self.guided else []
             keys += ["fd"] if self.fd_floor is not None else []
             return {k: float("nan") for k in keys}
         out = {k: v for k, v in sample_metrics(x, self.real, None, self.floor).items()
