@@ -70,3 +70,12 @@ def test_digits_evaluator_scores_real_images_near_the_floor():
     assert good["fd"] < 2 * ev.fd_floor
     noise = ev.score(torch.randn(500, 64).clamp(-1, 1), ds.train_y[idx])
     assert noise["w2_ratio"] > 1.5 and noise["accuracy"] < 0.3 and noise["fd"] > 20 * ev.fd_floor
+
+
+def test_unguided_digits_runs_get_fd_but_no_accuracy():
+    ds = Digits()
+    ev = Evaluator(ds, n=500, floor_repeats=1)
+    real, _ = ds.floor_pair(500, torch.Generator().manual_seed(7))
+    scores = ev.score(real)
+    assert "fd" in scores and "accuracy" not in scores and scores["fd"] < 2 * ev.fd_floor
+    assert [s[0] for s in ev.samplers] == ["nfe1", "nfe2", "nfe4"]
