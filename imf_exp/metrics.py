@@ -181,8 +181,8 @@ class Evaluator:
         self.samplers += [(f"{name}_w{w:g}", kind, steps, w) for w in omegas[1:]]
         self.probe = None
         self.fd_floor = None
-        if hasattr(dataset, "labelled_train"):  # digits: FD for every run, accuracy if guided
-            self.probe = ClassifierProbe(*dataset.labelled_train())
+        if hasattr(dataset, "classifier"):  # digits: FD for every run, accuracy if guided
+            self.probe = dataset.classifier()
             self.fd_floor = float(np.mean([
                 frechet_distance(self.probe.features(a), self.probe.features(b))
                 for a, b in (dataset.floor_pair(self.n, g) for _ in range(floor_repeats))]))

@@ -73,3 +73,17 @@ class Digits(Dataset):
     def labelled_train(self) -> tuple[torch.Tensor, torch.Tensor]:
         """All training images (standardized) and labels: what the evaluation classifier learns."""
         return self.standardize(self.train_x), self.train_y
+
+    def classifier(self):
+        """The evaluation probe trained on :meth:`labelled_train` (cached per split)."""
+        return _classifier(self.split_seed, self.holdout, tuple(self.mean.tolist()),
+                           tuple(self.std.tolist()))
+
+
+@lru_cache(maxsize=4)
+def _classifier(split_seed: int, holdout: int, mean: tuple, std: tuple):
+    from imf_exp.metrics import ClassifierProbe
+
+    train_x, train_y, _, _ = _split(split_seed, holdout)
+    m, s = torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
+    return ClassifierProbe((train_x - m) / s, train_y)
