@@ -103,6 +103,11 @@ def test_wandb_offline_runs_read_back(tmp_path):
         assert summary["state"] == "finished"
         assert summary["summary"]["final/nfe1/w2_ratio"] == pytest.approx(m["final"]["nfe1/w2_ratio"])
         assert "train/loss" in summary["summary"] and "eval/nfe1/precision" in summary["summary"]
+        # every figure of the run folder is logged as a W&B image too
+        logged = {k.split("/", 1)[1] for k in summary["summary"] if k.startswith("figures/")}
+        assert logged == {"samples", "loss", "fields", "transport", "training", "samplers"}
+        media = {p.name.split("_")[0] for p in run_dirs[0].glob("files/media/images/figures/*.png")}
+        assert media == logged
 
 
 @pytest.mark.slow
