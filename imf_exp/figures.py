@@ -478,16 +478,11 @@ def make_figures(run_dir: Path, out: Path | None = None, model: nn.Module | None
 # ---- 6. command line -------------------------------------------------------------------------
 def parse_args(argv: list[str]) -> tuple[Path, dict[str, str]]:
     """``RUN_DIR [key=value ...]`` with keys from ``DEFAULTS``."""
-    if not argv or "=" in argv[0] or argv[0] in ("-h", "--help"):
-        raise ConfigError("usage: python -m imf_exp.figures RUN_DIR [out=FOLDER] "
-                          "(out: where the PNGs go, default RUN_DIR/figures)")
-    args = dict(DEFAULTS)
-    for item in argv[1:]:
-        key, sep, value = item.partition("=")
-        if not sep or key not in DEFAULTS:
-            raise ConfigError(f"unknown argument {item!r}: expected key=value with key in {sorted(DEFAULTS)}")
-        args[key] = value
-    return Path(argv[0]), args
+    from imf_exp.sample import parse_run_args
+
+    run_dir, args, _ = parse_run_args(argv, DEFAULTS, "usage: python -m imf_exp.figures RUN_DIR "
+                                      "[out=FOLDER] (out: where the PNGs go, default RUN_DIR/figures)")
+    return run_dir, args
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,17 @@ def _lim(arrays: Sequence[np.ndarray]) -> tuple[float, float]:
     return lo - pad, hi + pad
 
 
+def _save(fig, path: Path, title: str = "") -> Path:
+    """Title, tight layout, write the PNG (creating its folder), close the figure."""
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_samples(reference: np.ndarray, panels: Mapping[str, np.ndarray], path: Path,
                  title: str = "", metrics: Mapping[str, float] | None = None) -> Path:
     """Reference points beside each generated set (first two coordinates), same axes."""
@@ -38,13 +49,7 @@ def plot_samples(reference: np.ndarray, panels: Mapping[str, np.ndarray], path: 
         ax.set_aspect("equal")
         ax.set_xticks([])
         ax.set_yticks([])
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title)
 
 
 def plot_loss(history: Sequence[Mapping[str, float]], path: Path) -> Path:
@@ -96,13 +101,7 @@ def plot_image_samples(reference: np.ndarray, panels: Mapping[str, np.ndarray], 
                 label += f", acc {metrics[f'{name}/accuracy']:.2f}"
         ax.set_title(label, fontsize=9)
         ax.axis("off")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title)
 
 
 def plot_class_grid(model, dataset, path: Path, omegas: Sequence[float] = (1.0, 2.0, 4.0),
@@ -150,8 +149,4 @@ def plot_class_grid(model, dataset, path: Path, omegas: Sequence[float] = (1.0, 
             ax.scatter(x[:, 0], x[:, 1], s=2, c=labels.numpy(), cmap="tab10", vmin=0, vmax=9, lw=0)
             ax.set_title(f"omega = {w:g}", fontsize=9)
             ax.set(xlim=lim, ylim=lim, aspect="equal", xticks=[], yticks=[])
-    fig.suptitle(f"{dataset.name}: class-conditional samples, {nfe} NFE", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, f"{dataset.name}: class-conditional samples, {nfe} NFE")

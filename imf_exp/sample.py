@@ -32,20 +32,25 @@ DEFAULTS = {"n": "5000", "nfe": "1", "out": "", "seed": "0", "weights": "ema", "
 GUIDED_ONLY = ("class", "omega", "interval")
 
 
-def parse_args(argv: list[str]) -> tuple[Path, dict[str, str]]:
+def parse_run_args(argv: list[str], defaults: dict[str, str],
+                   usage: str) -> tuple[Path, dict[str, str], set[str]]:
+    """``RUN_DIR key=value ...`` -> the folder, every argument (defaults filled in) and the keys
+    given on the command line. Raises :class:`ConfigError` with ``usage`` or the bad argument."""
     if not argv or "=" in argv[0] or argv[0] in ("-h", "--help"):
-        raise ConfigError("usage: python -m imf_exp.sample RUN_DIR [key=value ...]; keys: "
-                          + ", ".join(f"{k} (default {v!r})" for k, v in DEFAULTS.items()))
-    args = dict(DEFAULTS)
+        raise ConfigError(usage)
+    args, given = dict(defaults), set()
     for item in argv[1:]:
         key, sep, value = item.partition("=")
-        if not sep or key not in DEFAULTS:
-            raise ConfigError(f"unknown argument {item!r}: expected key=value with key in {sorted(DEFAULTS)}")
+        if not sep or key not in defaults:
+            raise ConfigError(f"unknown argument {item!r}: expected key=value with key in {sorted(defaults)}")
         args[key] = value
-        if key in GUIDED_ONLY:
-            args.setdefault("_guided_args", "")
-            args["_guided_args"] += f" {key}"
-    return Path(argv[0]), args
+        given.add(key)
+    return Path(argv[0]), args, given
+
+
+def parse_args(argv: list[str]) -> tuple[Path, dict[str, str], set[str]]:
+    return parse_run_args(argv, DEFAULTS, "usage: python -m imf_exp.sample RUN_DIR [key=value ...]; keys: "
+                          + ", ".join(f"{k} (default {v!r})" for k, v in DEFAULTS.items()))
 
 
 def sample_labels(spec: str, n: int, num_classes: int, generator: torch.Generator) -> torch.Tensor:
@@ -125,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else argv
     try:
-        run_dir, args = parse_args(argv)
+        run_dir, args, given = parse_args(argv)
         n, nfe, seed = _int(args, "n", 1), _int(args, "nfe", 1), _int(args, "seed", 0)
         check(args["weights"] in ("ema", "raw"), "weights", args["weights"], "'ema' or 'raw'")
         check(args["coords"] in ("native", "standardized"), "coords", args["coords"],
@@ -135,9 +140,10 @@ def main(argv: list[str] | None = None) -> int:
         check(out.suffix in (".npy", ".npz"), "out", str(out), "a path ending in .npy or .npz")
         cfg, parts, model, step = load_run(run_dir, args["weights"], args["device"])
         guided = parts["guidance"].enabled
-        if not guided and args.get("_guided_args"):
-            raise ConfigError(f"{args['_guided_args'].split()} apply to guided runs only; this run "
-                              "was trained with guidance=none")
+        guided_args = [k for k in GUIDED_ONLY if k in given]
+        if not guided and guided_args:
+            raise ConfigError(f"{guided_args} apply to guided runs only; this run was trained "
+                              "with guidance=none")
         dataset, device = parts["dataset"], next(model.parameters()).device
         g = torch.Generator().manual_seed(seed)
         z1 = torch.randn(n, dataset.dim, generator=g).to(device)
