@@ -1,6 +1,7 @@
 """Figures of a trained run, drawn from its model and run folder.
 
     python -m imf_exp.figures RUN_DIR [out=FOLDER]        (default out: RUN_DIR/figures)
+                                      [wandb=auto|online|offline]
 
 Every figure is in the dataset's *standardized* coordinates (images of 64-D digits in native
 ones). Time runs from data (``t = 0``) to noise (``t = 1``); the network predicts the average
@@ -13,6 +14,10 @@ velocity ``u(z, r, t)``, ``r <= t``, and a point jumps ``z_r = z_t - (t - r) u(z
 * :func:`plot_training_sheet`: the samples saved at each evaluation step, one panel per step.
 * :func:`plot_sampler_sheet`: k-NFE average-velocity samples beside Euler ODE samples on ``v``.
 * :func:`make_figures`: all that apply to a run folder; :func:`main`: the command line.
+
+``wandb=MODE`` also logs the figures as a W&B run of ``job_type="eval"`` beside the training
+run: same project, same group (the sweep's, for a job of a multirun), its folder inside the run
+folder's ``wandb/``.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ N_REFERENCE = 3000  # dataset points drawn faintly under the 2-D figures
 TRANSPORT_ODE_STEPS = 100
 SAMPLINGS = ("average", "ode")
 STEP_FILE = re.compile(r"^step(\d+)_(.+)\.npz$")
-DEFAULTS = {"out": ""}
+DEFAULTS = {"out": "", "wandb": ""}
 
 
 # ---- small helpers ---------------------------------------------------------------------------
@@ -485,16 +490,39 @@ def parse_args(argv: list[str]) -> tuple[Path, dict[str, str]]:
     return run_dir, args
 
 
+def eval_logger(run_dir: Path, mode: str):
+    """A W&B logger for an eval run of ``run_dir``: the training run's project and group."""
+    import yaml
+
+    from imf_exp.loggers import WANDB_MODES, WandbLogger
+
+    check(mode in WANDB_MODES, "wandb", mode, f"one of {list(WANDB_MODES)} (or leave it out)")
+    cfg = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text()) or {}
+    logger_cfg = cfg.get("logger") or {}
+    group = logger_cfg.get("group")
+    hydra_cfg = run_dir / ".hydra" / "hydra.yaml"
+    if group is None and hydra_cfg.is_file() and "mode: MULTIRUN" in hydra_cfg.read_text():
+        sweep = run_dir.resolve().parent  # a job folder SWEEP/N: the training run's own group
+        group = f"{sweep.parent.name}_{sweep.name}"
+    return WandbLogger(project=logger_cfg.get("project", "imf-exp"), entity=logger_cfg.get("entity"),
+                       mode=mode, group=group, job_type="eval", name=f"{run_dir.name}-figures")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         run_dir, args = parse_args(argv)
+        logger = eval_logger(run_dir, args["wandb"]) if args["wandb"] and run_dir.is_dir() else None
         written = make_figures(run_dir, Path(args["out"]) if args["out"] else None)
     except ConfigError as err:
         print(f"Error: {err}", file=sys.stderr)
         return 2
     for name, path in written.items():
         print(f"{name}: {path}")
+    if logger is not None:
+        logger.start(run_dir, {"run_dir": str(run_dir.resolve()), "figures": sorted(written)})
+        logger.log_images(written, 0)
+        logger.finish({"figures": len(written)})
     return 0
 
 

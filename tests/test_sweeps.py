@@ -108,6 +108,17 @@ def test_wandb_offline_runs_read_back(tmp_path):
         assert logged == {"samples", "loss", "fields", "transport", "training", "samplers"}
         media = {p.name.split("_")[0] for p in run_dirs[0].glob("files/media/images/figures/*.png")}
         assert media == logged
+    # the figures command logs an eval run into the same group
+    proc = subprocess.run([sys.executable, "-m", "imf_exp.figures", str(sweep / "0"), "wandb=offline",
+                           f"out={tmp_path / 'figs'}"], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = sorted((sweep / "0" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2
+    records = subprocess.run(["wandb", "leet", "inspect", "--json", str(runs[-1])],
+                             capture_output=True, text=True, timeout=120).stdout.splitlines()
+    run = next(json.loads(r)["run"] for r in records if '"type":"run"' in r)
+    assert run["job_type"] == "eval" and run["run_group"] == group
 
 
 @pytest.mark.slow
