@@ -133,8 +133,9 @@ class CFG(Guidance):
     def check_dataset(self, num_classes: int, name: str) -> None:
         if num_classes < 1:
             raise ConfigError(f"guidance=cfg needs class labels, but dataset {name} has none "
-                              "(labelled: moons, circles, eight_gaussians, spirals, digits); "
-                              "use guidance=none")
+                              "(labelled: moons, circles, eight_gaussians, spirals, digits; a "
+                              "custom dataset needs an int attribute num_classes and sample() "
+                              "returning (x, labels)); use guidance=none")
         self.num_classes = int(num_classes)
 
     def sample_omega(self, n: int, gen: torch.Generator) -> torch.Tensor:
