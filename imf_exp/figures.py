@@ -40,8 +40,8 @@ from matplotlib.collections import LineCollection  # noqa: E402
 from torch import nn  # noqa: E402
 
 from imf_exp.errors import ConfigError, check  # noqa: E402
-from imf_exp.plots import _lim  # noqa: E402
-from imf_exp.sampling import sample_average, sample_ode  # noqa: E402
+from imf_exp.plots import _image_tile, _lim, image_side  # noqa: E402
+from imf_exp.sampling import _full, sample_average, sample_ode  # noqa: E402
 
 DPI = 100
 PANEL = 2.6  # inches per panel side
@@ -70,10 +70,6 @@ def _evaluating(model: nn.Module) -> Iterator[nn.Module]:
             yield model
     finally:
         model.train(was_training)
-
-
-def _full(z: torch.Tensor, value: float) -> torch.Tensor:
-    return torch.full((z.shape[0],), float(value), device=z.device, dtype=z.dtype)
 
 
 def _need_2d(dataset, what: str) -> None:
@@ -126,26 +122,9 @@ def _scatter(ax, pts: np.ndarray, lim: tuple[float, float], color: str = "tab:bl
     _square(ax, lim)
 
 
-def _image_side(dim: int) -> int | None:
-    """``sqrt(dim)`` when ``dim > 2`` is a perfect square (an image), else None."""
-    side = math.isqrt(int(dim))
-    return side if dim > 2 and side * side == dim else None
-
-
-def _mosaic(native: np.ndarray, side: int, count: int = 16, cols: int = 4) -> np.ndarray:
-    """The first ``count`` rows of ``native (n, side*side)`` as one ``rows x cols`` image grid,
-    one blank (NaN) pixel between images."""
-    imgs = native[:count].reshape(-1, side, side)
-    rows = math.ceil(len(imgs) / cols)
-    out = np.full((rows * (side + 1) - 1, cols * (side + 1) - 1), np.nan)
-    for i, img in enumerate(imgs):
-        r, c = divmod(i, cols)
-        out[r * (side + 1):r * (side + 1) + side, c * (side + 1):c * (side + 1) + side] = img
-    return out
-
-
 def _images(ax, native: np.ndarray, side: int, vrange: tuple[float, float]) -> None:
-    ax.imshow(_mosaic(native, side), cmap="gray", vmin=vrange[0], vmax=vrange[1],
+    """The first 16 images of ``native (n, side*side)`` as a 4 x 4 mosaic."""
+    ax.imshow(_image_tile(native[:16], (side, side), 4), cmap="gray", vmin=vrange[0], vmax=vrange[1],
               interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
@@ -347,7 +326,7 @@ def plot_training_sheet(run_dir: Path, path: Path, evals: Sequence[Mapping] | No
             raise ConfigError(f"{file} is not a samples file with arrays 'standardized' and "
                               f"'native' ({err})") from None
     dim = data[0][0].shape[1]
-    side = _image_side(dim)
+    side = image_side(dim)
     cols = min(len(panels), 6)
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(PANEL * cols, PANEL * rows + 0.5), squeeze=False,
@@ -399,7 +378,7 @@ def plot_sampler_sheet(model: nn.Module, dataset, path: Path, nfe: Sequence[int]
         rows.append([(f"Euler ODE on v, {k} step{'s' * (k != 1)}",
                       sample_ode(model.velocity, z1, int(k), "euler")) for k in ode_steps])
     ref = _reference(dataset, n, seed + 1)
-    side = _image_side(dataset.dim)
+    side = image_side(dataset.dim)
 
     def shown(x: torch.Tensor | np.ndarray) -> np.ndarray:
         """Standardized points, or native pixels for image datasets."""

@@ -88,8 +88,6 @@ def frechet_distance(a, b) -> float:
 class KNNProbe:
     """Labels points by a majority vote of their ``k`` nearest labelled reference points."""
 
-    has_features = False
-
     def __init__(self, x: torch.Tensor, y: torch.Tensor, k: int = 5) -> None:
         self.x, self.y, self.k = x.double(), y.long(), k
         self.num_classes = int(y.max()) + 1
@@ -106,8 +104,6 @@ class ClassifierProbe:
 
     ``features`` are the penultimate activations (the space of the Frechet distance).
     """
-
-    has_features = True
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, hidden: int = 128, steps: int = 500,
                  seed: int = 0) -> None:
@@ -183,6 +179,7 @@ class Evaluator:
         self.fd_floor = None
         if hasattr(dataset, "classifier"):  # digits: FD for every run, accuracy if guided
             self.probe = dataset.classifier()
+            self.real_features = self.probe.features(self.real)
             self.fd_floor = float(np.mean([
                 frechet_distance(self.probe.features(a), self.probe.features(b))
                 for a, b in (dataset.floor_pair(self.n, g) for _ in range(floor_repeats))]))
@@ -214,7 +211,7 @@ class Evaluator:
         if self.probe is not None and labels is not None:
             out["accuracy"] = float((self.probe.predict(x).cpu() == labels.cpu()).double().mean())
         if self.fd_floor is not None:
-            out["fd"] = frechet_distance(self.probe.features(x), self.probe.features(self.real))
+            out["fd"] = frechet_distance(self.probe.features(x), self.real_features)
         return out
 
     def __call__(self, model) -> tuple[dict[str, float], dict[str, torch.Tensor]]:

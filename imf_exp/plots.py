@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -72,6 +73,12 @@ def plot_loss(history: Sequence[Mapping[str, float]], path: Path) -> Path:
     return path
 
 
+def image_side(dim: int) -> int | None:
+    """``sqrt(dim)`` when ``dim > 2`` is a perfect square (square images such as 8x8 digits), else None."""
+    side = math.isqrt(int(dim))
+    return side if dim > 2 and side * side == dim else None
+
+
 def _image_tile(images: np.ndarray, shape: tuple[int, int], cols: int) -> np.ndarray:
     """``(n, h*w)`` images -> one ``(rows*h, cols*w)`` mosaic with 1-pixel gaps (NaN)."""
     h, w = shape
@@ -130,7 +137,7 @@ def plot_class_grid(model, dataset, path: Path, omegas: Sequence[float] = (1.0, 
         outs.append(dataset.destandardize(x.double()).numpy() if dataset.dim > 2 else x.numpy())
     path.parent.mkdir(parents=True, exist_ok=True)
     if dataset.dim > 2:
-        shape = getattr(dataset, "image_shape", (int(np.sqrt(dataset.dim)),) * 2)
+        shape = (image_side(dataset.dim),) * 2
         fig, axes = plt.subplots(1, len(omegas), figsize=(1.1 + 0.45 * per_class * len(omegas),
                                                           0.5 * k + 0.8), squeeze=False)
         for ax, w, x in zip(axes[0], omegas, outs):

@@ -175,7 +175,7 @@ def _label(row: dict, keys: list[str]) -> str:
 
 
 def _figures(sweep: Path, out: Path, rows: list[dict], keys: list[str], primary: str) -> None:
-    from imf_exp.plots import plt
+    from imf_exp.plots import _image_tile, image_side, plt
 
     with_metric = [r for r in rows if f"{primary} mean" in r]
     fig, ax = plt.subplots(figsize=(max(4, 1.3 * len(rows) + 1), 3.8))
@@ -197,8 +197,11 @@ def _figures(sweep: Path, out: Path, rows: list[dict], keys: list[str], primary:
         done = [m for m in r["_members"] if m["status"] == "completed"]
         own = (done[0]["final"].get(f"{OWN}/sampler", sampler) if sampler == OWN else sampler) if done else sampler
         path = sweep / done[0]["job"] / "samples" / f"{own}.npz" if done else None
-        panels.append((r, np.load(path)["native" if _is_image(path) else "standardized"]
-                       if path and path.exists() else None))
+        pts = None
+        if path and path.exists():
+            with np.load(path) as z:  # images are shown in native pixel values
+                pts = z["native" if image_side(z["standardized"].shape[1]) else "standardized"]
+        panels.append((r, pts))
     n = len(panels)
     cols = min(n, 4)
     nrows = math.ceil(n / cols)
@@ -209,10 +212,8 @@ def _figures(sweep: Path, out: Path, rows: list[dict], keys: list[str], primary:
     for ax, (r, pts) in zip(axes.flat, panels):
         if pts is None:
             ax.text(0.5, 0.5, "no completed job", ha="center", va="center", transform=ax.transAxes)
-        elif pts.shape[1] > 2:  # images: a mosaic of the first 25
-            from imf_exp.plots import _image_tile
-
-            side = int(round(math.sqrt(pts.shape[1])))
+        elif image_side(pts.shape[1]):  # images: a mosaic of the first 25
+            side = image_side(pts.shape[1])
             ax.imshow(_image_tile(pts[:25], (side, side), 5), cmap="gray_r")
         else:
             ax.scatter(pts[:, 0], pts[:, 1], s=1, alpha=0.5, lw=0)
@@ -225,14 +226,6 @@ def _figures(sweep: Path, out: Path, rows: list[dict], keys: list[str], primary:
     fig.tight_layout()
     fig.savefig(out / "samples.png", dpi=100)
     plt.close(fig)
-
-
-def _is_image(path: Path | None) -> bool:
-    if path is None or not path.exists():
-        return False
-    with np.load(path) as z:
-        dim = z["standardized"].shape[1]
-    return dim > 2 and round(math.sqrt(dim)) ** 2 == dim
 
 
 def main(argv: list[str] | None = None) -> int:

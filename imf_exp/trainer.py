@@ -136,15 +136,6 @@ def draw_batch(dataset: Dataset, time_sampler: TimeSampler, batch: int, gen: tor
     return x, e, r, t, cond
 
 
-def _to(x, device):
-    """A tensor, a NamedTuple of tensors (a guidance condition) or None, moved to ``device``."""
-    if isinstance(x, torch.Tensor):
-        return x.to(device)
-    if isinstance(x, tuple):
-        return type(x)(*(_to(y, device) for y in x))
-    return x
-
-
 class BatchStream:
     """Training batches one per step. With ``pool > 0`` it draws ``pool`` batches in one call
     (one set of kernel launches for many steps) and hands them out in order; the batches left
@@ -153,20 +144,25 @@ class BatchStream:
     def __init__(self, dataset: Dataset, time_sampler: TimeSampler, batch: int,
                  gen: torch.Generator, guidance=None, pool: int = 0) -> None:
         self.args = (dataset, time_sampler, batch, gen, guidance)
-        self.batch, self.pool = batch, int(pool)
+        self.pool = int(pool)
         self.queue: list[tuple] = []
+
+    def _chunks(self, a):
+        """``a`` (a tensor, a condition of tensors, or None) cut into ``pool`` batches: clones,
+        not views (forward-mode AD under torch.compile rejects views of a batch)."""
+        if a is None:
+            return [None] * self.pool
+        if isinstance(a, tuple):
+            return [type(a)(*parts) for parts in zip(*(self._chunks(c) for c in a))]
+        return [c.clone() for c in a.split(self.args[2])]
 
     def __next__(self) -> tuple:
         if not self.pool:
             return draw_batch(*self.args)
         if not self.queue:
             dataset, time_sampler, batch, gen, guidance = self.args
-            x, e, r, t, cond = draw_batch(dataset, time_sampler, batch * self.pool, gen, guidance)
-            # clones, not views: forward-mode AD under torch.compile rejects views of a batch
-            parts = [[c.clone() for c in a.split(batch)] for a in (x, e, r, t)]
-            conds = ([None] * self.pool if cond is None else
-                     [type(cond)(*f) for f in zip(*[[c.clone() for c in a.split(batch)] for a in cond])])
-            self.queue = [(*b, c) for b, c in zip(zip(*parts), conds)][::-1]
+            big = draw_batch(dataset, time_sampler, batch * self.pool, gen, guidance)
+            self.queue = list(zip(*(self._chunks(a) for a in big)))[::-1]
         return self.queue.pop()
 
     def state_dict(self) -> list:
@@ -247,7 +243,7 @@ class Trainer:
             evaluator: Evaluator, resume_state: dict | None = None, guidance=None) -> dict:
         """Train from scratch, or from ``resume_state`` (see :func:`load_checkpoint`)."""
         from imf_exp.figures import make_figures  # matplotlib import is slow
-        from imf_exp.plots import plot_image_samples, plot_loss, plot_samples
+        from imf_exp.plots import image_side, plot_image_samples, plot_loss, plot_samples
 
         for sub in ("", "samples", "figures"):
             (self.run_dir / sub).mkdir(parents=True, exist_ok=True)
@@ -274,7 +270,7 @@ class Trainer:
             np.random.set_state(rng["numpy"])
             random.setstate(rng["python"])
             gen.set_state(rng["data"].cpu())
-            stream.load_state_dict([tuple(_to(x, dev) for x in b)
+            stream.load_state_dict([tuple(None if x is None else x.to(dev) for x in b)
                                     for b in resume_state.get("data_pool", [])])
             history, evals = resume_state["history"], resume_state["evals"]
             start = int(resume_state["step"])
@@ -397,11 +393,11 @@ class Trainer:
             save_samples(self.run_dir / "samples" / f"{name}.npz", x, dataset)
         n_plot = min(len(evaluator.real), 2000)
         figures = {}
-        if dataset.dim > 2:  # image data: mosaics in native pixel values
+        if image_side(dataset.dim):  # image data: mosaics in native pixel values
             native = {k: dataset.destandardize(v.double()).numpy() for k, v in samples.items()}
             figures["samples"] = plot_image_samples(
                 dataset.destandardize(evaluator.real.double()).numpy(), native,
-                self.run_dir / "figures" / "samples.png", getattr(dataset, "image_shape", (8, 8)),
+                self.run_dir / "figures" / "samples.png", (image_side(dataset.dim),) * 2,
                 title=f"{dataset.name}, step {self.steps} (EMA weights)", metrics=metrics)
         else:
             figures["samples"] = plot_samples(

@@ -40,7 +40,6 @@ class Digits(Dataset):
 
     dim = 64
     num_classes = 10
-    image_shape = (8, 8)
 
     def __init__(self, holdout: int = 500, jitter: float = 0.0, split_seed: int = 0,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
@@ -49,12 +48,20 @@ class Digits(Dataset):
         check(jitter >= 0, "dataset.jitter", jitter, "a number >= 0 (pixel units)")
         self.holdout, self.jitter, self.split_seed = int(holdout), float(jitter), int(split_seed)
         self.train_x, self.train_y, self.test_x, self.test_y = _split(self.split_seed, self.holdout)
+        self._train_copies: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
         super().__init__([8.0] * 64 if mean is None else mean, [8.0] * 64 if std is None else std)
+
+    def _train_on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training split on ``device`` (copied once), so a draw never leaves the device."""
+        if device not in self._train_copies:
+            self._train_copies[device] = (self.train_x.to(device), self.train_y.to(device))
+        return self._train_copies[device]
 
     def sample_native(self, n, generator):
         dev = generator.device
-        idx = torch.randint(0, len(self.train_y), (n,), generator=generator, device=dev).cpu()
-        x, y = self.train_x[idx].to(dev), self.train_y[idx].to(dev)
+        train_x, train_y = self._train_on(dev)
+        idx = torch.randint(0, len(train_y), (n,), generator=generator, device=dev)
+        x, y = train_x[idx], train_y[idx]
         if self.jitter > 0:
             x = x + self.jitter * (torch.rand(x.shape, generator=generator, device=dev) - 0.5)
         return x, y
@@ -75,15 +82,14 @@ class Digits(Dataset):
         return self.standardize(self.train_x), self.train_y
 
     def classifier(self):
-        """The evaluation probe trained on :meth:`labelled_train` (cached per split)."""
-        return _classifier(self.split_seed, self.holdout, tuple(self.mean.tolist()),
-                           tuple(self.std.tolist()))
+        """The evaluation probe trained on :meth:`labelled_train` (cached per split and
+        standardization, so every evaluator of a process shares one)."""
+        from imf_exp.metrics import ClassifierProbe
+
+        key = (self.split_seed, self.holdout, tuple(self.mean.tolist()), tuple(self.std.tolist()))
+        if key not in _PROBES:
+            _PROBES[key] = ClassifierProbe(*self.labelled_train())
+        return _PROBES[key]
 
 
-@lru_cache(maxsize=4)
-def _classifier(split_seed: int, holdout: int, mean: tuple, std: tuple):
-    from imf_exp.metrics import ClassifierProbe
-
-    train_x, train_y, _, _ = _split(split_seed, holdout)
-    m, s = torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
-    return ClassifierProbe((train_x - m) / s, train_y)
+_PROBES: dict[tuple, object] = {}

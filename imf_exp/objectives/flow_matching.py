@@ -14,7 +14,5 @@ class FlowMatching(Objective):
     def __call__(self, model, x, e, r, t, boundary, cond=None):
         z, v = interpolate(x, e, t)
         v_tgt, v_theta = guided_velocity(model, z, t, v, cond, grad=True)
-        if v_theta is None:
-            v_theta = model.velocity(z, t)
         loss = self.metric(v_theta - v_tgt)
         return loss, {"loss": loss.detach(), "loss_v": loss.detach()}

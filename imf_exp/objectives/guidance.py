@@ -179,10 +179,11 @@ def guided_velocity(model, z: torch.Tensor, t: torch.Tensor, v: torch.Tensor,
 
     ``v_c = v_theta(z, t | c, w)`` keeps its graph when ``grad`` (the auxiliary head's term
     trains it); ``v_u`` is computed without a graph; the null label is ``model.num_classes``.
-    With ``cond=None`` returns ``(v, None)``.
+    With ``cond=None`` the target is ``v`` itself and ``v_c`` is ``v_theta(z, t)`` with its graph
+    when ``grad``, else None (not needed).
     """
     if cond is None:
-        return v, None
+        return v, (model.velocity(z, t) if grad else None)
     w = cond.effective_omega(t)
     c_query = cond.velocity_condition(w)
     u_query = Condition(torch.full_like(cond.labels, model.num_classes), w, c_query.t_lo, c_query.t_hi)

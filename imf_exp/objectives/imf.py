@@ -29,17 +29,11 @@ class IMF(Objective):
 
     def __call__(self, model, x, e, r, t, boundary, cond=None):
         z, v = interpolate(x, e, t)
-        if cond is not None:
-            v_tgt, v_theta = guided_velocity(model, z, t, v, cond, grad=boundary.aux_head)
-            tangent = v_theta.detach()
-        elif boundary.aux_head:
-            v_tgt, v_theta = v, model.velocity(z, t)
-            tangent = v_theta.detach()
-        else:
-            v_tgt = v
+        v_tgt, v_theta = guided_velocity(model, z, t, v, cond, grad=boundary.aux_head)
+        if v_theta is None:  # shared network, no guidance: the tangent needs no graph
             with torch.no_grad():
-                tangent = model.velocity(z, t)
-        compound, _ = compound_velocity(model, z, r, t, tangent, cond)
+                v_theta = model.velocity(z, t)
+        compound, _ = compound_velocity(model, z, r, t, v_theta.detach(), cond)
         loss_u = self.metric(compound - v_tgt)
         logs = {"loss_u": loss_u.detach()}
         loss = loss_u

@@ -23,8 +23,6 @@ class MeanFlow(Objective):
         logs = {"loss_u": loss_u.detach()}
         loss = loss_u
         if boundary.aux_head:
-            if v_theta is None:
-                v_theta = model.velocity(z, t)
             loss_v = self.metric(v_theta - v_tgt)
             logs["loss_v"] = loss_v.detach()
             loss = loss + boundary.aux_weight * loss_v
