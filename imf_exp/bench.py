@@ -22,13 +22,17 @@ Variants:
   standardized by the batch's own statistics; ``r, t`` independent; ``v = u(z, t, t)`` with a
   graph; per-sample ``vmap(jvp)``; ``loss.item()`` every step; plain Adam; a Python EMA loop.
 * ``imf_fast``: ``imf_compiled`` with ``trainer.data_pool=64`` (64 batches drawn in one call)
-  and ``optimizer.fused=true`` (the fused Adam kernel): the opt-in speed settings.
+  and ``trainer.fused_update=true`` (clipping, Adam and EMA as one compiled function): the
+  opt-in speed settings.
+* ``imf_nopass_compiled``: ``imf_compiled`` under a plain ``torch.compile``, without the
+  zero-matmul pass of ``imf_exp/compile.py`` (what the pass is worth).
 * ``imf_eager``, ``imf_compiled``, ``meanflow``, ``flow_matching_eager``,
   ``flow_matching_compiled``: the step body of :meth:`imf_exp.trainer.Trainer.fit`, written
   out here: the project's models, objectives, data (``Moons`` with its fixed standardization),
   time sampler, optimizer (Adam ``foreach``) and LR schedule, ``foreach`` clipping and
   ``_foreach_lerp_`` EMA; no host sync per step. ``*_compiled`` wraps the loss function (JVP
-  included) in ``torch.compile``, as ``trainer.compile=true`` does.
+  included) in ``torch.compile`` with the zero-matmul pass (``imf_exp/compile.py``), as
+  ``trainer.compile=on`` does.
 
 Configurations: ``a`` the design note's (concat MLP width 64, depth 3, batch 256) for every
 variant; ``b`` the project's default model and ``trainer.batch_size`` (composed from ``conf/``);
@@ -235,18 +239,17 @@ FAST_POOL = 64  # imf_fast: trainer.data_pool
 
 
 def make_project_step(model, objective, parts: dict, batch: int, device: torch.device,
-                      compiled: bool, tag: str, fast: bool = False) -> Callable[[], torch.Tensor]:
+                      compiled: bool, tag: str, fast: bool = False,
+                      zero_pass: bool = True) -> Callable[[], torch.Tensor]:
     """The body of :meth:`Trainer.fit`'s loop (minus its logging bookkeeping), no host sync.
-    ``fast``: ``trainer.data_pool=64`` and ``optimizer.fused=true`` as well."""
-    import copy
-
+    ``fast``: ``trainer.data_pool=64`` and ``trainer.fused_update=true`` as well;
+    ``zero_pass=False``: plain ``torch.compile``, without :class:`DropZeroMatmuls`."""
+    from imf_exp.compile import compile_loss
+    from imf_exp.optim import FusedUpdate
     from imf_exp.trainer import BatchStream, backward_step, ema_decay_at, update_step
 
     boundary, dataset, sampler, spec = (parts[k] for k in ("boundary", "dataset", "time_sampler",
                                                            "optimizer"))
-    if fast:
-        spec = copy.copy(spec)
-        spec.fused = True
     model = model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     ema = [p.detach().clone() for p in params]
@@ -254,16 +257,25 @@ def make_project_step(model, objective, parts: dict, batch: int, device: torch.d
     gen = torch.Generator(device=device).manual_seed(0)
     stream = BatchStream(dataset, sampler, batch, gen, None, FAST_POOL if fast else 0)
     clip = spec.grad_clip if spec.grad_clip > 0 else float("inf")
+    fused = FusedUpdate(opt, params, ema, spec) if fast else None
     decay, k = parts["ema_decay"], [0]
 
     def loss_fn(x, e, r, t, cond=None):
         return objective(model, x, e, r, t, boundary)
 
-    step_loss = torch.compile(own_code(loss_fn, tag), dynamic=False) if compiled else loss_fn
+    if compiled:
+        compile_fn = compile_loss if zero_pass else torch.compile
+        step_loss = compile_fn(own_code(loss_fn, tag), dynamic=False)
+    else:
+        step_loss = loss_fn
 
     def step() -> torch.Tensor:  # the trainer's own step functions, in the trainer's order
-        loss, _ = backward_step(step_loss, next(stream), opt, params, clip)
-        update_step(opt, sched, ema, params, ema_decay_at(k[0], decay))
+        loss, _ = backward_step(step_loss, next(stream), opt, params, None if fused else clip)
+        if fused is None:
+            update_step(opt, sched, ema, params, ema_decay_at(k[0], decay))
+        else:
+            fused(ema_decay_at(k[0], decay))
+            sched.step()
         k[0] += 1
         return loss.detach()
 
@@ -451,13 +463,14 @@ def build_variants(args, device: torch.device) -> tuple[list[Variant], dict]:
 
     def ours(name, config, kind, make_model, batch, desc):
         fast = kind == "imf_fast"
-        objective = objectives["imf" if fast else
-                               kind.removesuffix("_eager").removesuffix("_compiled")]
+        base = kind.removesuffix("_eager").removesuffix("_compiled")
+        objective = objectives["imf" if base in ("imf_fast", "imf_nopass") else base]
 
         def build():
             model = make_model()
             return make_project_step(model, objective, parts, batch, device,
-                                     fast or kind.endswith("_compiled"), name, fast), model
+                                     fast or kind.endswith("_compiled"), name, fast,
+                                     zero_pass=base != "imf_nopass"), model
 
         return Variant(name, config, kind, batch, desc, build, n_steps(batch))
 
@@ -465,8 +478,8 @@ def build_variants(args, device: torch.device) -> tuple[list[Variant], dict]:
         model = NoteMLP(note["width"], note["depth"], note["embedding_dim"]).to(device)
         return make_note_step(model, note["batch"], device), model
 
-    all_kinds = ["imf_eager", "imf_compiled", "imf_fast", "meanflow", "flow_matching_eager",
-                 "flow_matching_compiled"]
+    all_kinds = ["imf_eager", "imf_compiled", "imf_nopass_compiled", "imf_fast", "meanflow",
+                 "flow_matching_eager", "flow_matching_compiled"]
 
     def kinds_in(config):
         compiled = not args.no_compile and config in preset["compiled_in"]
@@ -529,6 +542,9 @@ def compute_ratios(by_name: dict[str, Variant], settings: dict, batch_sizes: lis
     put("a: imf_fast / baseline steps/s", lambda: sps("a/imf_fast") / sps("a/baseline"))
     put("b: imf_fast / imf_compiled steps/s", lambda: sps("b/imf_fast") / sps("b/imf_compiled"))
     for cfg in ("a", "b"):
+        put(f"{cfg}: imf_compiled / imf_nopass_compiled steps/s (the zero-matmul pass)",
+            lambda c=cfg: sps(f"{c}/imf_compiled") / sps(f"{c}/imf_nopass_compiled"))
+    for cfg in ("a", "b"):
         for mode in ("eager", "compiled"):
             put(f"{cfg}: imf / flow_matching step cost, {mode}",
                 lambda c=cfg, m=mode: sps(f"{c}/flow_matching_{m}") / sps(f"{c}/imf_{m}"))
@@ -542,6 +558,18 @@ def compute_ratios(by_name: dict[str, Variant], settings: dict, batch_sizes: lis
             return sps(a) * hi / (sps(b) * lo)
 
         put(f"c: imf_{mode} samples/s b{hi} / b{lo}", scaling)
+
+        def fixed_share(m=mode):
+            """``T(B) = fixed + B * per_sample`` through both batch sizes: the fixed part's
+            share of the small batch's step. The samples/s ratio is ``k / (k - (k - 1) share)``
+            with ``k = hi / lo``, so a ratio >= 8 at k = 16 needs a share >= 14/15."""
+            a, b = name_of.get((hi, f"imf_{m}")), name_of.get((lo, f"imf_{m}"))
+            t_hi, t_lo = 1 / sps(a), 1 / sps(b)
+            per_sample = (t_hi - t_lo) / (hi - lo)
+            return (t_lo - lo * per_sample) / t_lo
+
+        if hi > lo:
+            put(f"c: imf_{mode} fixed-cost share of a b{lo} step (linear fit)", fixed_share)
     n = settings["default_run_steps"]
     for cfg in ("b", "a"):
         def saved(c=cfg):

@@ -35,6 +35,7 @@ class TrainerConfig:
     progress: bool = True
     max_bad_steps: int = 0  # > 0: skip up to this many non-finite steps (a host sync per step)
     data_pool: int = 0  # > 0: draw this many batches at once and hand them out one per step
+    fused_update: bool = False  # clipping + Adam/AdamW + EMA as one compiled function
 
 
 @dataclass

@@ -25,12 +25,13 @@ import torch
 from torch import nn
 
 from imf_exp.boundary import BoundaryMode
+from imf_exp.compile import compile_loss
 from imf_exp.data.base import Dataset
 from imf_exp.errors import ConfigError
 from imf_exp.loggers import Logger, NoLogger
 from imf_exp.metrics import Evaluator
 from imf_exp.objectives.base import Objective
-from imf_exp.optim import OptimizerSpec
+from imf_exp.optim import FusedUpdate, OptimizerSpec
 from imf_exp.time_samplers import TimeSampler
 
 log = logging.getLogger(__name__)
@@ -173,12 +174,14 @@ class BatchStream:
 
 
 def backward_step(step_loss: Callable, batch: tuple, opt: torch.optim.Optimizer,
-                  params: list[torch.Tensor], clip: float) -> tuple[torch.Tensor, dict]:
-    """Loss, gradients and the clipped global grad norm (kept on the device in ``logs``)."""
+                  params: list[torch.Tensor], clip: float | None) -> tuple[torch.Tensor, dict]:
+    """Loss, gradients and the clipped global grad norm (kept on the device in ``logs``).
+    ``clip=None``: no clipping here and no ``grad_norm`` (the fused update does both)."""
     loss, logs = step_loss(*batch)
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    logs["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, clip, foreach=True)
+    if clip is not None:
+        logs["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, clip, foreach=True)
     return loss, logs
 
 
@@ -220,12 +223,13 @@ class Trainer:
                  checkpoint_every: int = 1000, compile: str | bool = "auto", progress: bool = True,
                  max_bad_steps: int = 0, run_dir: Path | str = ".", device: str = "auto",
                  seed: int = 0, logger: Logger | None = None, config: dict | None = None,
-                 data_pool: int = 0) -> None:
+                 data_pool: int = 0, fused_update: bool = False) -> None:
         self.steps, self.batch_size = int(steps), int(batch_size)
         self.ema_decay, self.ema_warmup = float(ema_decay), bool(ema_warmup)
         self.log_every, self.eval_every = int(log_every), int(eval_every)
         self.checkpoint_every, self.progress = int(checkpoint_every), progress
         self.max_bad_steps, self.data_pool = int(max_bad_steps), int(data_pool)
+        self.fused_update = bool(fused_update)
         self.run_dir = Path(run_dir)
         self.device = select_device(device)
         self.seed = int(seed)
@@ -296,8 +300,9 @@ class Trainer:
         def loss_fn(x, e, r, t, cond):
             return objective(model, x, e, r, t, boundary, cond)
 
-        step_loss = torch.compile(loss_fn) if self.compile else loss_fn
+        step_loss = compile_loss(loss_fn) if self.compile else loss_fn
         clip = optimizer.grad_clip if optimizer.grad_clip > 0 else float("inf")
+        fused = FusedUpdate(opt, params, ema_params, optimizer) if self.fused_update else None
         pending: list[dict[str, torch.Tensor]] = []
         pending_steps: list[int] = []
 
@@ -349,7 +354,10 @@ class Trainer:
         try:
             for step in range(start, self.steps):
                 batch = next(stream)
-                loss, logs = backward_step(step_loss, batch, opt, params, clip)
+                loss, logs = backward_step(step_loss, batch, opt, params, None if fused else clip)
+                if fused is not None and self.max_bad_steps:  # the check needs the norm first
+                    logs["grad_norm"] = torch.nn.utils.get_total_norm([p.grad for p in params
+                                                                       if p.grad is not None])
                 if self.max_bad_steps and not bool(torch.isfinite(loss) & torch.isfinite(logs["grad_norm"])):
                     bad_steps += 1  # per-step sync only when skipping is allowed
                     log.warning("skipping step %d: non-finite loss or gradient (%d of at most %d)",
@@ -359,8 +367,12 @@ class Trainer:
                         raise NonFiniteError(step + 1, terms, history, evals)
                     opt.zero_grad(set_to_none=True)
                     continue
-                update_step(opt, sched, ema_params, params,
-                            ema_decay_at(step, self.ema_decay, self.ema_warmup))
+                decay = ema_decay_at(step, self.ema_decay, self.ema_warmup)
+                if fused is None:
+                    update_step(opt, sched, ema_params, params, decay)
+                else:
+                    logs["grad_norm"] = fused(decay)
+                    sched.step()
                 pending.append(logs)
                 pending_steps.append(step + 1)
                 done = step + 1

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from imf_exp.bench import own_code, quality_times
-from imf_exp.boundary import BoundaryMode
+from imf_exp.compile import compile_loss
 from imf_exp.models import MLP
-from imf_exp.objectives import IMF
+from tests.helpers import imf_loss_case
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
@@ -19,26 +19,12 @@ def test_compiled_imf_loss_matches_eager():
     """Same weights, same batch: the compiled loss (JVP inside the graph) equals the eager one to
     float32 rounding, and so do the gradients. One compilation, through the bench's own path."""
     torch.manual_seed(0)
-    model = MLP(2, width=16, depth=1, embedding_dim=8)
-    objective, boundary = IMF(), BoundaryMode()
-    n = 32
-    x, e = torch.randn(n, 2), torch.randn(n, 2)
-    t = torch.rand(n)
-    r = torch.where(torch.rand(n) < 0.5, t, t * torch.rand(n))
-
-    def loss_fn(x, e, r, t):
-        return objective(model, x, e, r, t, boundary)
-
-    def loss_and_grads(fn):
-        model.zero_grad(set_to_none=True)
-        loss, logs = fn(x, e, r, t)
-        loss.backward()
-        return loss.detach(), [p.grad.clone() for p in model.parameters()]
+    loss_fn, loss_and_grads = imf_loss_case(MLP(2, width=16, depth=1, embedding_dim=8))
 
     eager_loss, eager_grads = loss_and_grads(loss_fn)
     breaks_before = sum(torch._dynamo.utils.counters["graph_break"].values())
-    compiled_loss, compiled_grads = loss_and_grads(torch.compile(own_code(loss_fn, "test"),
-                                                                 dynamic=False))
+    compiled_loss, compiled_grads = loss_and_grads(compile_loss(own_code(loss_fn, "test"),
+                                                                dynamic=False))
     # the whole loss, JVP included, is one graph: nothing fell back to eager
     assert sum(torch._dynamo.utils.counters["graph_break"].values()) == breaks_before
     torch.testing.assert_close(compiled_loss, eager_loss, rtol=1e-5, atol=1e-7)
@@ -77,7 +63,7 @@ def test_quick_bench_writes_every_figure(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     variants = result["variants"]
-    for name in ["a/baseline", "a/imf_eager", "a/imf_compiled", "a/meanflow",
+    for name in ["a/baseline", "a/imf_eager", "a/imf_compiled", "a/imf_fast", "a/meanflow",
                  "a/flow_matching_eager", "a/flow_matching_compiled", "b/imf_eager", "b/meanflow",
                  "b/flow_matching_eager", "c/imf_eager/b256", "c/flow_matching_eager/b256"]:
         v = variants[name]
@@ -91,8 +77,16 @@ def test_quick_bench_writes_every_figure(tmp_path):
     for key in ["a: imf_compiled / baseline steps/s", "a: imf_eager / baseline steps/s",
                 "a: imf / flow_matching step cost, eager", "a: imf / flow_matching step cost, compiled",
                 "b: imf / flow_matching step cost, eager", "a: meanflow / imf_eager step cost",
-                "c: imf_eager samples/s b256 / b64", "a: imf compile seconds"]:
+                "c: imf_eager samples/s b256 / b64", "a: imf compile seconds",
+                "a: imf_fast / baseline steps/s"]:
         assert math.isfinite(ratios[key]) and ratios[key] > 0, (key, ratios[key])
+    # the fixed-cost share is the linear fit through the two batch sizes, and it predicts the
+    # samples/s ratio: k / (k - (k - 1) share) with k = 256 / 64
+    t_lo = 1 / variants["b/imf_eager"]["median_steps_per_s"]  # --quick: the default batch is 64
+    t_hi = 1 / variants["c/imf_eager/b256"]["median_steps_per_s"]
+    share = ratios["c: imf_eager fixed-cost share of a b64 step (linear fit)"]
+    assert share == pytest.approx((t_lo - 64 * (t_hi - t_lo) / 192) / t_lo)
+    assert ratios["c: imf_eager samples/s b256 / b64"] == pytest.approx(4 / (4 - 3 * share))
     # the compile economics exist; what --quick does not measure is None with a reason
     assert math.isfinite(ratios["a: imf seconds saved by compile over 4000 steps"])
     for key, value in ratios.items():

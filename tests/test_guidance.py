@@ -230,6 +230,7 @@ def test_compiled_guided_loss_matches_eager(aux_head):
     """The guided iMF loss under torch.compile (the condition passed as a NamedTuple of tensors):
     same loss and gradients as eager to float32 rounding, in one graph (no graph break)."""
     from imf_exp.bench import own_code
+    from imf_exp.compile import compile_loss
 
     torch.manual_seed(0)
     model = MLP(2, width=16, depth=1, embedding_dim=8, aux_head=aux_head, num_classes=K)
@@ -249,7 +250,7 @@ def test_compiled_guided_loss_matches_eager(aux_head):
 
     eager_loss, eager_grads = loss_and_grads(loss_fn)
     breaks = sum(torch._dynamo.utils.counters["graph_break"].values())
-    compiled = torch.compile(own_code(loss_fn, f"guided_{aux_head}"), dynamic=False)
+    compiled = compile_loss(own_code(loss_fn, f"guided_{aux_head}"), dynamic=False)
     compiled_loss, compiled_grads = loss_and_grads(compiled)
     assert sum(torch._dynamo.utils.counters["graph_break"].values()) == breaks
     torch.testing.assert_close(compiled_loss, eager_loss, rtol=1e-5, atol=1e-7)

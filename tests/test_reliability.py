@@ -156,9 +156,10 @@ def test_corrupt_checkpoint_falls_back_to_previous(tmp_path, caplog):
 @pytest.mark.slow
 def test_pooled_guided_run_resumes_to_identical_weights(tmp_path):
     """trainer.data_pool (batches left in the pool are checkpointed) with guidance conditions in
-    the pool and the fused optimizer: SIGKILL mid-run, resume, same weights as without a kill."""
+    the pool and the fused update (its Adam state in the optimizer's state dict): SIGKILL
+    mid-run, resume, same weights as without a kill."""
     args = [*TINY, "trainer.steps=300", "trainer.eval_every=0", "dataset=moons", "guidance=cfg",
-            "trainer.data_pool=7", "optimizer.fused=true"]
+            "trainer.data_pool=7", "trainer.fused_update=true"]
     full = tmp_path / "full"
     proc = start([*args, f"hydra.run.dir={full}"])
     assert proc.wait(timeout=600) == 0, proc.stderr.read()[-2000:]

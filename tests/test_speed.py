@@ -1,0 +1,130 @@
+"""The speed features change no result: the zero-matmul pass is exact (bitwise), the fused
+update is PyTorch's clip + Adam/AdamW + EMA to float32 rounding."""
+
+import math
+
+import pytest
+import torch
+
+from imf_exp.bench import own_code
+from imf_exp.compile import DropZeroMatmuls, compile_loss
+from imf_exp.models import MLP
+from imf_exp.optim import FusedUpdate, OptimizerSpec
+from imf_exp.trainer import ema_decay_at, update_step
+from tests.helpers import imf_loss_case
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+
+
+@pytest.fixture
+def no_compile_cache():
+    """Compile for real (the pass only runs, and counts, when nothing comes from the caches)."""
+    with torch._inductor.config.patch(fx_graph_cache=False), \
+            torch._functorch.config.patch(enable_autograd_cache=False):
+        yield
+
+
+def test_pass_drops_matmuls_with_a_zero_operand_and_keeps_the_rest(no_compile_cache):
+    """``addmm(c, x, 0) -> c`` and ``x @ 0 -> 0``; a matmul with a non-zero operand stays."""
+    zero_pass = DropZeroMatmuls()
+
+    def f(x, c, w):
+        zeros = torch.zeros(3, 4).expand(3, 4)
+        return torch.addmm(c, x, zeros), x @ torch.zeros(3, 2), torch.addmm(c, x, w)
+
+    x, c, w = torch.randn(5, 3), torch.randn(5, 4), torch.randn(3, 4)
+    got = compile_loss(own_code(f, "zero_pass"), zero_pass, dynamic=False)(x, c, w)
+    assert zero_pass.removed == 2
+    assert torch.equal(got[0], c) and torch.equal(got[1], torch.zeros(5, 2))
+    torch.testing.assert_close(got[2], torch.addmm(c, x, w))
+
+
+def test_compiled_imf_loss_is_bitwise_the_same_with_and_without_the_pass(no_compile_cache):
+    """On the iMF loss the pass finds one zero-tangent matmul per linear layer (the parameters'
+    materialized zero tangents in the JVP) and removes them without changing a bit of the loss
+    or of the gradients."""
+    torch.manual_seed(0)
+    loss_fn, loss_and_grads = imf_loss_case(MLP(2, width=16, depth=2, embedding_dim=8))
+
+    zero_pass = DropZeroMatmuls()
+    with_pass = loss_and_grads(compile_loss(own_code(loss_fn, "with_pass"), zero_pass, dynamic=False))
+    without = loss_and_grads(torch.compile(own_code(loss_fn, "without_pass"), dynamic=False))
+    assert zero_pass.removed == 3  # two hidden layers and the output head
+    assert torch.equal(with_pass[0], without[0])
+    assert all(torch.equal(a, b) for a, b in zip(with_pass[1], without[1], strict=True))
+
+
+def eager_update(spec, params, ema, steps, grads):
+    """The trainer's eager path: clip_grad_norm_, optimizer + scheduler step, foreach EMA."""
+    opt, sched = spec.build(params, 50)
+    clip = spec.grad_clip if spec.grad_clip > 0 else float("inf")
+    norms = []
+    for k in range(steps):
+        for p, g in zip(params, grads[k]):
+            p.grad = g.clone()
+        norms.append(torch.nn.utils.clip_grad_norm_(params, clip, foreach=True))
+        update_step(opt, sched, ema, params, ema_decay_at(k, 0.99))
+    return opt, norms
+
+
+def fused_update(spec, params, ema, steps, grads, compile):
+    opt, sched = spec.build(params, 50)
+    update = FusedUpdate(opt, params, ema, spec, compile=compile)
+    norms = []
+    for k in range(steps):
+        for p, g in zip(params, grads[k]):
+            p.grad = g.clone()
+        norms.append(update(ema_decay_at(k, 0.99)))
+        sched.step()
+    return opt, norms
+
+
+@pytest.mark.parametrize("name,weight_decay,grad_clip,compile", [
+    ("adam", 0.0, 1.0, True),  # the default optimizer, compiled as the trainer runs it
+    ("adam", 0.1, 0.5, False),  # L2 weight decay, clipping active
+    ("adamw", 0.1, 0.0, False),  # decoupled weight decay, no clipping
+    ("adamw", 0.0, 100.0, False),  # clip above the norm: no clipping
+])
+def test_fused_update_equals_the_eager_path(name, weight_decay, grad_clip, compile):
+    """Six steps with random gradients (warm-up and cosine schedule under way): parameters, EMA,
+    both moments, the step count and the reported norms agree with PyTorch's own path."""
+    spec = OptimizerSpec(name=name, lr=3e-2, weight_decay=weight_decay, grad_clip=grad_clip,
+                         warmup_steps=3, schedule="cosine")
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(4, 3), (3,), (2, 4)]
+    start = [torch.randn(s, generator=gen) for s in shapes]
+    grads = [[3 * torch.randn(s, generator=gen) for s in shapes] for _ in range(6)]
+    runs = []
+    for fused in (False, True):
+        params = [torch.nn.Parameter(w.clone()) for w in start]
+        ema = [w.clone() for w in start]
+        run = (fused_update(spec, params, ema, 6, grads, compile) if fused
+               else eager_update(spec, params, ema, 6, grads))
+        runs.append((params, ema, *run))
+    (p0, e0, opt0, n0), (p1, e1, opt1, n1) = runs
+    for a, b in zip(p0 + e0, p1 + e1, strict=True):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-5, atol=1e-6)
+        assert not torch.equal(a, torch.zeros_like(a))
+    assert max(float((a.detach() - w).abs().max()) for a, w in zip(p0, start)) > 1e-2  # it did move
+    torch.testing.assert_close(torch.stack(n0), torch.stack(n1), rtol=1e-5, atol=1e-6)
+    for q0, q1 in zip(p0, p1, strict=True):
+        s0, s1 = opt0.state[q0], opt1.state[q1]
+        assert float(s0["step"]) == float(s1["step"]) == 6
+        for key in ("exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(s0[key], s1[key], rtol=1e-5, atol=1e-7)
+    # the state dict has PyTorch's layout: the eager optimizer loads it and carries on
+    opt0.load_state_dict(opt1.state_dict())
+    assert math.isclose(opt1.param_groups[0]["lr"], opt0.param_groups[0]["lr"])
+
+
+def test_fused_update_leaves_parameters_without_gradient_alone():
+    """As ``torch.optim``: a parameter whose ``grad`` is None is neither moved nor given state."""
+    spec = OptimizerSpec(lr=1e-1, warmup_steps=0)
+    a, b = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2))
+    opt, _ = spec.build([a, b], 10)
+    ema = [a.detach().clone(), b.detach().clone()]
+    a.grad = torch.ones(3)
+    FusedUpdate(opt, [a, b], ema, spec, compile=False)(0.5)
+    assert torch.all(a < 1) and torch.equal(b.detach(), torch.ones(2)) and len(opt.state[b]) == 0
+    assert torch.all(ema[0] < 1) and torch.equal(ema[1], torch.ones(2))
