@@ -117,10 +117,12 @@ def test_resume_of_missing_folder(tmp_path, cli):
 
 
 @pytest.mark.slow
-def test_divergence_is_caught_with_step_and_term(tmp_path, cli):
+@pytest.mark.parametrize("fused_update", [False, True])
+def test_divergence_is_caught_with_step_and_term(tmp_path, cli, fused_update):
+    """Eager update and fused update (which clips, steps and reports the norm in one call)."""
     run_dir = tmp_path / "nan"
     args = [*TINY, "dataset=custom", "dataset._target_=tests.helpers.NaNCircles", "+dataset.first=130",
-            f"hydra.run.dir={run_dir}"]
+            f"trainer.fused_update={str(fused_update).lower()}", f"hydra.run.dir={run_dir}"]
     proc = cli(["-m", "imf_exp.train", *args], cwd=ROOT)
     assert proc.returncode == 3, proc.stderr[-2000:]
     assert "non-finite loss" in proc.stderr and "at step 130" in proc.stderr
