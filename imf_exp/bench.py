@@ -270,7 +270,8 @@ def make_project_step(model, objective, parts: dict, batch: int, device: torch.d
         step_loss = loss_fn
 
     def step() -> torch.Tensor:  # the trainer's own step functions, in the trainer's order
-        loss, _ = backward_step(step_loss, next(stream), opt, params, None if fused else clip)
+        loss, _ = backward_step(step_loss, next(stream), fused or opt, params,
+                                None if fused else clip)
         if fused is None:
             update_step(opt, sched, ema, params, ema_decay_at(k[0], decay))
         else:

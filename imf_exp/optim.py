@@ -58,86 +58,127 @@ class OptimizerSpec:
 
 
 class FusedUpdate:
-    """Gradient clipping, the Adam/AdamW step and the EMA update as one compiled function.
+    """Gradient clipping, the Adam/AdamW step and the EMA update as one compiled function over
+    flat buffers (``trainer.fused_update=true``).
 
     The eager path is three library calls (``clip_grad_norm_``, ``optimizer.step``,
-    ``_foreach_lerp_``), each a handful of kernels plus Python; on small models that overhead
-    is a large part of a step. Here the same math runs as one ``torch.compile``d graph
-    (``trainer.fused_update=true``), per parameter ``p`` with gradient ``g``::
+    ``_foreach_lerp_``) over every parameter tensor, each a handful of kernels plus Python; on a
+    small model that overhead is a large part of a step. Here the parameters, their gradients,
+    the EMA copy and both Adam moments each live in one flat buffer (every tensor a view into
+    it, 64-element aligned, zero padding between), and one ``torch.compile``d function updates
+    the five vectors::
 
-        n = || (||g_1||, ..., ||g_k||) ||,  g <- g * min(1, clip / (n + 1e-6))
+        n = ||g||,  g <- g * min(1, clip / (n + 1e-6))
         adam:  g <- g + wd * p            adamw:  p <- p * (1 - lr * wd)
         m <- m + (1 - b1) (g - m),  v <- b2 v + (1 - b2) g^2,  s <- s + 1
         p <- p - lr / (1 - b1^s) * m / (sqrt(v) / sqrt(1 - b2^s) + eps)
         ema <- ema + (1 - decay) (p - ema)
 
-    PyTorch's own update order and formulas (``torch.optim.Adam``/``AdamW``, non-amsgrad),
-    with the bias corrections in float32 on the device instead of float64 on the host: equal
-    to the eager path to float32 rounding (tested). The moments and the step count live in the
+    These are PyTorch's formulas and order (``torch.optim.Adam``/``AdamW``, non-amsgrad), with
+    the bias corrections in float32 on the device instead of float64 on the host: equal to the
+    eager path to float32 rounding (tested). The moments and the step count stay in the
     optimizer's ``state`` under PyTorch's keys (``exp_avg``, ``exp_avg_sq``, ``step``), so its
-    ``state_dict`` (checkpoints, resume) is unchanged; ``optimizer.step()`` is never called.
-    The learning rate is read from the optimizer's param group (the LR scheduler still steps)
-    into a 0-d tensor each call: no recompilation as it changes. Returns the pre-clip norm.
+    ``state_dict`` (checkpoints, resume) has PyTorch's layout; ``optimizer.step()`` is never
+    called. The learning rate is read from the param group (the LR scheduler still steps) into
+    a 0-d tensor: no recompilation as it changes. Unlike ``torch.optim``, a parameter that got
+    no gradient is stepped with a zero gradient (its moments decay).
+
+    Anything that replaces a parameter's data, its ``.grad`` or the optimizer's state tensors
+    (``load_state_dict``, a ``zero_grad(set_to_none=True)``) is noticed on the next call and the
+    values are copied back into the buffers; :meth:`zero_grad` zeroes the gradients in place.
     """
+
+    ALIGN = 64  # elements: every view starts 256-byte aligned
 
     def __init__(self, opt: torch.optim.Optimizer, params: Sequence[torch.Tensor],
                  ema_params: Sequence[torch.Tensor], spec: OptimizerSpec, compile: bool = True) -> None:
         check(len(opt.param_groups) == 1, "optimizer", len(opt.param_groups),
               "one param group for trainer.fused_update")
         self.opt, self.params, self.ema = opt, list(params), list(ema_params)
+        kinds = {(p.device, p.dtype) for p in self.params + self.ema}
+        check(len(kinds) == 1, "trainer.fused_update", sorted(map(str, kinds)),
+              "every parameter and EMA tensor on one device with one dtype")
         self.decoupled = spec.name == "adamw"
         self.b1, self.b2 = spec.betas
         self.eps, self.wd = spec.eps, spec.weight_decay
         self.clip = spec.grad_clip if spec.grad_clip > 0 else math.inf
-        device = self.params[0].device
+        device, dtype = next(iter(kinds))
+        self.offsets, total = [], 0
+        for p in self.params:
+            self.offsets.append(total)
+            total += -(-p.numel() // self.ALIGN) * self.ALIGN
+
+        def buffer():
+            flat = torch.zeros(total, device=device, dtype=dtype)
+            return flat, [flat[o:o + p.numel()].view_as(p) for o, p in zip(self.offsets, self.params)]
+
+        (self.flat_p, self.p_views), (self.flat_e, self.e_views) = buffer(), buffer()
+        (self.flat_g, self.g_views) = buffer()
+        (self.flat_m, self.m_views), (self.flat_v, self.v_views) = buffer(), buffer()
+        self.step = torch.zeros((), device=device, dtype=torch.float32)
         self.lr = torch.zeros((), device=device)
         self.decay = torch.zeros((), device=device)
+        self._link()
         self._fn = torch.compile(self._update) if compile else self._update
 
-    def _state(self, params: list[torch.Tensor]) -> tuple[list, list, list]:
-        """The moments and step counts, created as PyTorch's Adam would on its first step."""
-        m, v, s = [], [], []
-        for p in params:
-            st = self.opt.state[p]
-            if not st:
-                st["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
-                st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            elif st["step"].device != p.device:  # a checkpoint of the eager path keeps it on the CPU
-                st["step"] = st["step"].to(p.device)
-            m.append(st["exp_avg"])
-            v.append(st["exp_avg_sq"])
-            s.append(st["step"])
-        return m, v, s
+    def _link(self) -> None:
+        """Make every tensor a view into its buffer again, copying in what was put in its place."""
+        state = self.opt.state
+        for p, e, pv, ev, gv, m, v in zip(self.params, self.ema, self.p_views, self.e_views,
+                                          self.g_views, self.m_views, self.v_views):
+            st = state[p]
+            if (p.grad is gv and st.get("exp_avg") is m and p.data_ptr() == pv.data_ptr()
+                    and e.data_ptr() == ev.data_ptr()):
+                continue  # the common case: nothing was replaced
+            with torch.no_grad():
+                if p.data_ptr() != pv.data_ptr():
+                    pv.copy_(p)
+                    p.data = pv
+                if e.data_ptr() != ev.data_ptr():
+                    ev.copy_(e)
+                    e.data = ev
+            if p.grad is not gv:
+                if p.grad is None:
+                    gv.zero_()
+                else:
+                    gv.copy_(p.grad)
+                p.grad = gv
+            if st.get("exp_avg") is not m:
+                if st:  # PyTorch's (or a loaded) state: take it over
+                    m.copy_(st["exp_avg"])
+                    v.copy_(st["exp_avg_sq"])
+                    self.step.copy_(st["step"])
+                else:
+                    m.zero_()
+                    v.zero_()
+                st.update(step=self.step, exp_avg=m, exp_avg_sq=v)
+
+    def zero_grad(self, set_to_none: bool = False) -> None:
+        """Zero every gradient in place (one kernel). ``set_to_none`` is ignored (it is there so
+        this stands in for ``optimizer.zero_grad``): the gradients are views into one buffer."""
+        self.flat_g.zero_()
 
     @torch.no_grad()
-    def _update(self, grads, params, ema, exp_avg, exp_avg_sq, steps, lr, decay):
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-        coef = torch.clamp(self.clip / (norm + 1e-6), max=1.0)
+    def _update(self, p, g, m, v, e, s, lr, decay):
+        norm = torch.linalg.vector_norm(g)
+        g = g * torch.clamp(self.clip / (norm + 1e-6), max=1.0)
         b1, b2 = self.b1, self.b2
-        for p, g, m, v, s, e in zip(params, grads, exp_avg, exp_avg_sq, steps, ema):
-            g = g * coef
-            if self.wd and not self.decoupled:
-                g = g + self.wd * p
-            if self.wd and self.decoupled:
-                p.mul_(1 - lr * self.wd)
-            s.add_(1)
-            m.lerp_(g, 1 - b1)
-            v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            step_size = lr / (1 - b1 ** s)
-            denom = v.sqrt() / torch.sqrt(1 - b2 ** s) + self.eps
-            p.sub_(step_size * m / denom)
-            e.lerp_(p, 1 - decay)
+        if self.wd and not self.decoupled:
+            g = g + self.wd * p
+        if self.wd and self.decoupled:
+            p.mul_(1 - lr * self.wd)
+        s.add_(1)
+        m.lerp_(g, 1 - b1)
+        v.mul_(b2).addcmul_(g, g, value=1 - b2)
+        p.sub_(lr / (1 - b1 ** s) * m / (v.sqrt() / torch.sqrt(1 - b2 ** s) + self.eps))
+        e.lerp_(p, 1 - decay)
         return norm
 
     def __call__(self, ema_decay: float) -> torch.Tensor:
         """One update with the gradients in ``p.grad``; returns the global norm before clipping."""
+        self._link()
         self.lr.fill_(self.opt.param_groups[0]["lr"])
         self.decay.fill_(ema_decay)
         self.opt._opt_called = True  # what the LR scheduler checks to know the optimizer stepped
-        params, ema = self.params, self.ema
-        if any(p.grad is None for p in params):  # as torch.optim: such parameters are left alone
-            ema = [e for p, e in zip(params, ema) if p.grad is not None]
-            params = [p for p in params if p.grad is not None]
-        return self._fn([p.grad for p in params], params, ema, *self._state(params),
-                        self.lr, self.decay)
+        return self._fn(self.flat_p, self.flat_g, self.flat_m, self.flat_v, self.flat_e,
+                        self.step, self.lr, self.decay)

@@ -173,9 +173,10 @@ class BatchStream:
         self.queue = list(queue)
 
 
-def backward_step(step_loss: Callable, batch: tuple, opt: torch.optim.Optimizer,
-                  params: list[torch.Tensor], clip: float | None) -> tuple[torch.Tensor, dict]:
+def backward_step(step_loss: Callable, batch: tuple, opt, params: list[torch.Tensor],
+                  clip: float | None) -> tuple[torch.Tensor, dict]:
     """Loss, gradients and the clipped global grad norm (kept on the device in ``logs``).
+    ``opt``: what zeroes the gradients (the optimizer, or a :class:`FusedUpdate`);
     ``clip=None``: no clipping here and no ``grad_norm`` (the fused update does both)."""
     loss, logs = step_loss(*batch)
     opt.zero_grad(set_to_none=True)
@@ -354,7 +355,8 @@ class Trainer:
         try:
             for step in range(start, self.steps):
                 batch = next(stream)
-                loss, logs = backward_step(step_loss, batch, opt, params, None if fused else clip)
+                loss, logs = backward_step(step_loss, batch, fused or opt, params,
+                                           None if fused else clip)
                 if fused is not None and self.max_bad_steps:  # the check needs the norm first
                     logs["grad_norm"] = torch.nn.utils.get_total_norm([p.grad for p in params
                                                                        if p.grad is not None])
@@ -365,7 +367,7 @@ class Trainer:
                     if bad_steps > self.max_bad_steps:
                         terms = [k for k, v in logs.items() if not bool(torch.isfinite(v).all())]
                         raise NonFiniteError(step + 1, terms, history, evals)
-                    opt.zero_grad(set_to_none=True)
+                    (fused or opt).zero_grad(set_to_none=True)
                     continue
                 decay = ema_decay_at(step, self.ema_decay, self.ema_warmup)
                 if fused is None:

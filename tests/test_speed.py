@@ -118,13 +118,61 @@ def test_fused_update_equals_the_eager_path(name, weight_decay, grad_clip, compi
     assert math.isclose(opt1.param_groups[0]["lr"], opt0.param_groups[0]["lr"])
 
 
-def test_fused_update_leaves_parameters_without_gradient_alone():
-    """As ``torch.optim``: a parameter whose ``grad`` is None is neither moved nor given state."""
+def test_fused_update_takes_over_replaced_tensors_and_resumes_exactly():
+    """Everything lives in flat buffers; what replaces a view (PyTorch's ``load_state_dict``
+    of the optimizer, fresh ``.grad`` tensors after ``zero_grad(set_to_none=True)``, a new
+    parameter tensor) is copied in on the next call. A run resumed from a state dict through a
+    fresh optimizer continues exactly as the uninterrupted one."""
+    import copy
+
+    spec = OptimizerSpec(name="adamw", lr=1e-1, weight_decay=0.1, warmup_steps=0, grad_clip=0.5)
+    gen = torch.Generator().manual_seed(1)
+    start = [torch.randn(3, 5, generator=gen), torch.randn(7, generator=gen)]
+    grads = [[torch.randn_like(w) for w in start] for _ in range(4)]
+
+    def make(values):
+        params = [torch.nn.Parameter(w.clone()) for w in values]
+        ema = [w.clone() for w in values]
+        opt, _ = spec.build(params, 10)
+        return params, ema, opt, FusedUpdate(opt, params, ema, spec, compile=False)
+
+    params, ema, opt, update = make(start)
+    assert all(p.data_ptr() == v.data_ptr() for p, v in zip(params, update.p_views))
+    for k in range(4):
+        if k == 2:  # checkpoint after two steps, then carry on
+            saved = (copy.deepcopy(opt.state_dict()), [p.detach().clone() for p in params],
+                     [e.clone() for e in ema])
+        update.zero_grad()
+        for p, g in zip(params, grads[k]):
+            p.grad += g  # what backward does: accumulate into the existing (view) gradient
+        update(0.9)
+    # resume: fresh tensors and optimizer, PyTorch's load_state_dict, then the last two steps
+    state, p_saved, e_saved = saved
+    params2, ema2, opt2, _ = make(p_saved)
+    for e, s in zip(ema2, e_saved):
+        e.copy_(s)
+    opt2.load_state_dict(state)  # replaces the moments by copies: relinked on the next call
+    update2 = FusedUpdate(opt2, params2, ema2, spec, compile=False)
+    for k in (2, 3):
+        opt2.zero_grad(set_to_none=True)  # PyTorch's way: fresh .grad tensors, copied in
+        for p, g in zip(params2, grads[k]):
+            p.grad = g.clone()
+        update2(0.9)
+    for a, b in zip(params + ema, params2 + ema2, strict=True):
+        assert torch.equal(a.detach(), b.detach())
+    assert float(opt2.state[params2[0]]["step"]) == 4
+    assert opt2.state[params2[1]]["exp_avg"].data_ptr() == update2.m_views[1].data_ptr()
+
+
+def test_fused_update_steps_a_parameter_without_gradient_with_zero():
+    """Documented difference from ``torch.optim``: no gradient counts as a zero gradient (with
+    fresh moments and no weight decay the parameter stays where it is)."""
     spec = OptimizerSpec(lr=1e-1, warmup_steps=0)
     a, b = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2))
     opt, _ = spec.build([a, b], 10)
     ema = [a.detach().clone(), b.detach().clone()]
     a.grad = torch.ones(3)
     FusedUpdate(opt, [a, b], ema, spec, compile=False)(0.5)
-    assert torch.all(a < 1) and torch.equal(b.detach(), torch.ones(2)) and len(opt.state[b]) == 0
+    assert torch.all(a < 1) and torch.equal(b.detach(), torch.ones(2))
     assert torch.all(ema[0] < 1) and torch.equal(ema[1], torch.ones(2))
+    assert torch.equal(opt.state[b]["exp_avg"], torch.zeros(2))
