@@ -24,15 +24,15 @@ Variants:
 * ``imf_fast``: ``imf_compiled`` with ``trainer.data_pool=64`` (64 batches drawn in one call)
   and ``trainer.fused_update=true`` (clipping, Adam and EMA as one compiled function): the
   opt-in speed settings.
-* ``imf_nopass_compiled``: ``imf_compiled`` under a plain ``torch.compile``, without the
-  zero-matmul pass of ``imf_exp/compile.py`` (what the pass is worth).
+* ``imf_plain_compiled``: ``imf_compiled`` under a plain ``torch.compile``, without the
+  zero-matmul pass and the C++ wrapper of ``imf_exp/compile.py`` (what they are worth).
 * ``imf_eager``, ``imf_compiled``, ``meanflow``, ``flow_matching_eager``,
   ``flow_matching_compiled``: the step body of :meth:`imf_exp.trainer.Trainer.fit`, written
   out here: the project's models, objectives, data (``Moons`` with its fixed standardization),
   time sampler, optimizer (Adam ``foreach``) and LR schedule, ``foreach`` clipping and
   ``_foreach_lerp_`` EMA; no host sync per step. ``*_compiled`` wraps the loss function (JVP
-  included) in ``torch.compile`` with the zero-matmul pass (``imf_exp/compile.py``), as
-  ``trainer.compile=on`` does.
+  included) in ``torch.compile`` with the zero-matmul pass and, on CPU, the C++ wrapper
+  (``imf_exp/compile.py``), as ``trainer.compile=on`` does.
 
 Configurations: ``a`` the design note's (concat MLP width 64, depth 3, batch 256) for every
 variant; ``b`` the project's default model and ``trainer.batch_size`` (composed from ``conf/``);
@@ -243,7 +243,8 @@ def make_project_step(model, objective, parts: dict, batch: int, device: torch.d
                       zero_pass: bool = True) -> Callable[[], torch.Tensor]:
     """The body of :meth:`Trainer.fit`'s loop (minus its logging bookkeeping), no host sync.
     ``fast``: ``trainer.data_pool=64`` and ``trainer.fused_update=true`` as well;
-    ``zero_pass=False``: plain ``torch.compile``, without :class:`DropZeroMatmuls`."""
+    ``zero_pass=False``: plain ``torch.compile``, without :func:`imf_exp.compile.compile_loss`'s
+    pass and options."""
     from imf_exp.compile import compile_loss
     from imf_exp.optim import FusedUpdate
     from imf_exp.trainer import BatchStream, backward_step, ema_decay_at, update_step
@@ -263,9 +264,10 @@ def make_project_step(model, objective, parts: dict, batch: int, device: torch.d
     def loss_fn(x, e, r, t, cond=None):
         return objective(model, x, e, r, t, boundary)
 
-    if compiled:
-        compile_fn = compile_loss if zero_pass else torch.compile
-        step_loss = compile_fn(own_code(loss_fn, tag), dynamic=False)
+    if compiled and zero_pass:
+        step_loss = compile_loss(own_code(loss_fn, tag), device=device, dynamic=False)
+    elif compiled:
+        step_loss = torch.compile(own_code(loss_fn, tag), dynamic=False)
     else:
         step_loss = loss_fn
 
@@ -465,13 +467,13 @@ def build_variants(args, device: torch.device) -> tuple[list[Variant], dict]:
     def ours(name, config, kind, make_model, batch, desc):
         fast = kind == "imf_fast"
         base = kind.removesuffix("_eager").removesuffix("_compiled")
-        objective = objectives["imf" if base in ("imf_fast", "imf_nopass") else base]
+        objective = objectives["imf" if base in ("imf_fast", "imf_plain") else base]
 
         def build():
             model = make_model()
             return make_project_step(model, objective, parts, batch, device,
                                      fast or kind.endswith("_compiled"), name, fast,
-                                     zero_pass=base != "imf_nopass"), model
+                                     zero_pass=base != "imf_plain"), model
 
         return Variant(name, config, kind, batch, desc, build, n_steps(batch))
 
@@ -479,7 +481,7 @@ def build_variants(args, device: torch.device) -> tuple[list[Variant], dict]:
         model = NoteMLP(note["width"], note["depth"], note["embedding_dim"]).to(device)
         return make_note_step(model, note["batch"], device), model
 
-    all_kinds = ["imf_eager", "imf_compiled", "imf_nopass_compiled", "imf_fast", "meanflow",
+    all_kinds = ["imf_eager", "imf_compiled", "imf_plain_compiled", "imf_fast", "meanflow",
                  "flow_matching_eager", "flow_matching_compiled"]
 
     def kinds_in(config):
@@ -543,8 +545,8 @@ def compute_ratios(by_name: dict[str, Variant], settings: dict, batch_sizes: lis
     put("a: imf_fast / baseline steps/s", lambda: sps("a/imf_fast") / sps("a/baseline"))
     put("b: imf_fast / imf_compiled steps/s", lambda: sps("b/imf_fast") / sps("b/imf_compiled"))
     for cfg in ("a", "b"):
-        put(f"{cfg}: imf_compiled / imf_nopass_compiled steps/s (the zero-matmul pass)",
-            lambda c=cfg: sps(f"{c}/imf_compiled") / sps(f"{c}/imf_nopass_compiled"))
+        put(f"{cfg}: imf_compiled / imf_plain_compiled steps/s (zero-matmul pass, C++ wrapper)",
+            lambda c=cfg: sps(f"{c}/imf_compiled") / sps(f"{c}/imf_plain_compiled"))
     for cfg in ("a", "b"):
         for mode in ("eager", "compiled"):
             put(f"{cfg}: imf / flow_matching step cost, {mode}",

@@ -89,9 +89,19 @@ class DropZeroMatmuls(CustomGraphPass):
         return get_hash_for_files((__file__,))
 
 
-def compile_loss(fn: Callable, zero_matmul_pass: DropZeroMatmuls | None = None, **kwargs) -> Callable:
+def cpu_options(device: torch.device | str | None) -> dict:
+    """Inductor options for a CPU graph: ``cpp_wrapper`` (the compiled graph's wrapper, which
+    allocates buffers and calls the kernels, is generated as C++ instead of Python). Same
+    kernels, so the same numbers (tested); on small graphs it removes a good part of the
+    per-call overhead, and it compiles no slower on this machine. Not used on CUDA (untested)."""
+    return {"cpp_wrapper": True} if device is None or torch.device(device).type == "cpu" else {}
+
+
+def compile_loss(fn: Callable, zero_matmul_pass: DropZeroMatmuls | None = None,
+                 device: torch.device | str | None = None, **kwargs) -> Callable:
     """``torch.compile(fn, **kwargs)`` with :class:`DropZeroMatmuls` in inductor's post-grad
-    passes (a fresh one unless ``zero_matmul_pass`` is given, e.g. to read its count)."""
-    options = dict(kwargs.pop("options", None) or {})
+    passes (a fresh one unless ``zero_matmul_pass`` is given, e.g. to read its count) and, for
+    ``device`` CPU (or None), :func:`cpu_options`."""
+    options = {**cpu_options(device), **(kwargs.pop("options", None) or {})}
     options["post_grad_custom_pre_pass"] = zero_matmul_pass or DropZeroMatmuls()
     return torch.compile(fn, options=options, **kwargs)

@@ -119,7 +119,9 @@ class FusedUpdate:
         self.lr = torch.zeros((), device=device)
         self.decay = torch.zeros((), device=device)
         self._link()
-        self._fn = torch.compile(self._update) if compile else self._update
+        from imf_exp.compile import cpu_options
+
+        self._fn = torch.compile(self._update, options=cpu_options(device)) if compile else self._update
 
     def _link(self) -> None:
         """Make every tensor a view into its buffer again, copying in what was put in its place."""

@@ -301,7 +301,7 @@ class Trainer:
         def loss_fn(x, e, r, t, cond):
             return objective(model, x, e, r, t, boundary, cond)
 
-        step_loss = compile_loss(loss_fn) if self.compile else loss_fn
+        step_loss = compile_loss(loss_fn, device=dev) if self.compile else loss_fn
         clip = optimizer.grad_clip if optimizer.grad_clip > 0 else float("inf")
         fused = FusedUpdate(opt, params, ema_params, optimizer) if self.fused_update else None
         pending: list[dict[str, torch.Tensor]] = []
