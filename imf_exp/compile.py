@@ -37,7 +37,7 @@ def _is_zero(node, memo: dict) -> bool:
         memo[node] = False  # cycles cannot occur in an FX graph; this only guards recursion
         target, args = node.target, node.args
         if target is aten.full.default:
-            zero = args[1] == 0
+            zero = node.kwargs.get("fill_value", args[1] if len(args) > 1 else None) == 0
         elif target in (aten.zeros.default, aten.zeros_like.default, aten.new_zeros.default):
             zero = True
         elif target is aten.scalar_tensor.default:
@@ -62,16 +62,18 @@ class DropZeroMatmuls(CustomGraphPass):
     def __call__(self, graph: torch.fx.Graph) -> None:
         memo: dict = {}
         for node in list(graph.nodes):
-            if node.op != "call_function":
+            if node.op != "call_function" or node.target not in (aten.mm.default, aten.addmm.default):
                 continue
+            val = node.meta.get("val")
+            if val is None or not all(isinstance(d, int) for d in val.shape):
+                continue  # dynamic shapes: left alone (the replacement needs concrete sizes)
             if node.target is aten.mm.default and any(_is_zero(a, memo) for a in node.args[:2]):
-                val = node.meta["val"]
                 with graph.inserting_before(node):
                     new = graph.call_function(aten.full.default, (list(val.shape), 0.0),
                                               {"dtype": val.dtype, "device": val.device})
             elif (node.target is aten.addmm.default and node.kwargs.get("beta", 1) == 1
                   and any(_is_zero(a, memo) for a in node.args[1:3])):
-                val, bias = node.meta["val"], node.args[0]
+                bias = node.args[0]
                 with graph.inserting_before(node):
                     expanded = graph.call_function(aten.expand.default, (bias, list(val.shape)))
                     expanded.meta["val"] = bias.meta["val"].expand(val.shape)

@@ -117,8 +117,11 @@ class FusedUpdate:
         (self.flat_m, self.m_views), (self.flat_v, self.v_views) = buffer(), buffer()
         self.step = torch.zeros((), device=device, dtype=torch.float32)
         self.lr = torch.zeros((), device=device)
-        self.decay = torch.zeros((), device=device)
+        self.ema_weight = torch.zeros((), device=device)  # 1 - decay, worked out on the host
         self._link()
+        # the live state shares one step tensor; a state dict gets one per parameter, as
+        # PyTorch's own optimizers keep it (else a plain Adam loading it would add 1 per tensor)
+        opt.register_state_dict_post_hook(_own_step_per_parameter)
         from imf_exp.compile import cpu_options
 
         self._fn = torch.compile(self._update, options=cpu_options(device)) if compile else self._update
@@ -129,7 +132,8 @@ class FusedUpdate:
         for p, e, pv, ev, gv, m, v in zip(self.params, self.ema, self.p_views, self.e_views,
                                           self.g_views, self.m_views, self.v_views):
             st = state[p]
-            if (p.grad is gv and st.get("exp_avg") is m and p.data_ptr() == pv.data_ptr()
+            if (p.grad is gv and st.get("exp_avg") is m and st.get("exp_avg_sq") is v
+                    and st.get("step") is self.step and p.data_ptr() == pv.data_ptr()
                     and e.data_ptr() == ev.data_ptr()):
                 continue  # the common case: nothing was replaced
             with torch.no_grad():
@@ -145,11 +149,14 @@ class FusedUpdate:
                 else:
                     gv.copy_(p.grad)
                 p.grad = gv
-            if st.get("exp_avg") is not m:
+            if st.get("exp_avg") is not m or st.get("exp_avg_sq") is not v or st.get("step") is not self.step:
                 if st:  # PyTorch's (or a loaded) state: take it over
-                    m.copy_(st["exp_avg"])
-                    v.copy_(st["exp_avg_sq"])
-                    self.step.copy_(st["step"])
+                    if st["exp_avg"] is not m:
+                        m.copy_(st["exp_avg"])
+                    if st["exp_avg_sq"] is not v:
+                        v.copy_(st["exp_avg_sq"])
+                    if st["step"] is not self.step:
+                        self.step.copy_(st["step"])
                 else:
                     m.zero_()
                     v.zero_()
@@ -157,11 +164,15 @@ class FusedUpdate:
 
     def zero_grad(self, set_to_none: bool = False) -> None:
         """Zero every gradient in place (one kernel). ``set_to_none`` is ignored (it is there so
-        this stands in for ``optimizer.zero_grad``): the gradients are views into one buffer."""
+        this stands in for ``optimizer.zero_grad``): the gradients are views into one buffer
+        (a ``.grad`` put in a view's place is dropped for the view)."""
+        for p, gv in zip(self.params, self.g_views):
+            if p.grad is not gv:
+                p.grad = gv
         self.flat_g.zero_()
 
     @torch.no_grad()
-    def _update(self, p, g, m, v, e, s, lr, decay):
+    def _update(self, p, g, m, v, e, s, lr, ema_weight):
         norm = torch.linalg.vector_norm(g)
         g = g * torch.clamp(self.clip / (norm + 1e-6), max=1.0)
         b1, b2 = self.b1, self.b2
@@ -172,15 +183,26 @@ class FusedUpdate:
         s.add_(1)
         m.lerp_(g, 1 - b1)
         v.mul_(b2).addcmul_(g, g, value=1 - b2)
-        p.sub_(lr / (1 - b1 ** s) * m / (v.sqrt() / torch.sqrt(1 - b2 ** s) + self.eps))
-        e.lerp_(p, 1 - decay)
+        s64 = s.double()  # bias corrections in float64, as PyTorch works them out on the host
+        step_size = (lr.double() / (1 - b1 ** s64)).to(p.dtype)
+        bc2_sqrt = torch.sqrt(1 - b2 ** s64).to(p.dtype)
+        p.sub_(step_size * m / (v.sqrt() / bc2_sqrt + self.eps))
+        e.lerp_(p, ema_weight)
         return norm
 
     def __call__(self, ema_decay: float) -> torch.Tensor:
         """One update with the gradients in ``p.grad``; returns the global norm before clipping."""
         self._link()
         self.lr.fill_(self.opt.param_groups[0]["lr"])
-        self.decay.fill_(ema_decay)
+        self.ema_weight.fill_(1.0 - ema_decay)
         self.opt._opt_called = True  # what the LR scheduler checks to know the optimizer stepped
         return self._fn(self.flat_p, self.flat_g, self.flat_m, self.flat_v, self.flat_e,
-                        self.step, self.lr, self.decay)
+                        self.step, self.lr, self.ema_weight)
+
+
+def _own_step_per_parameter(optimizer: torch.optim.Optimizer, state_dict: dict) -> dict:
+    """State-dict hook of :class:`FusedUpdate`'s optimizer: each parameter's entry gets its own
+    copy of the shared step tensor (new dicts: ``state_dict`` hands out the live ones)."""
+    state_dict["state"] = {k: {**v, "step": v["step"].detach().clone()} if "step" in v else v
+                           for k, v in state_dict["state"].items()}
+    return state_dict

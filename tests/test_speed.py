@@ -40,6 +40,20 @@ def test_pass_drops_matmuls_with_a_zero_operand_and_keeps_the_rest(no_compile_ca
     torch.testing.assert_close(got[2], torch.addmm(c, x, w))
 
 
+def test_pass_leaves_dynamic_shapes_alone(no_compile_cache):
+    """With symbolic sizes the pass rewrites nothing (its replacement needs concrete shapes), and
+    the compiled function still runs and is right at two batch sizes."""
+    zero_pass = DropZeroMatmuls()
+
+    def f(x):
+        return x @ torch.zeros(x.shape[1], 2) + 1
+
+    fn = compile_loss(own_code(f, "zero_pass_dynamic"), zero_pass, dynamic=True)
+    for n in (5, 7):
+        assert torch.equal(fn(torch.randn(n, 3)), torch.ones(n, 2))
+    assert zero_pass.removed == 0
+
+
 def test_compiled_imf_loss_is_bitwise_the_same_with_and_without_the_pass(no_compile_cache):
     """On the iMF loss the pass finds one zero-tangent matmul per linear layer (the parameters'
     materialized zero tangents in the JVP) and removes them; with the C++ wrapper as well, not a
@@ -162,6 +176,30 @@ def test_fused_update_takes_over_replaced_tensors_and_resumes_exactly():
         assert torch.equal(a.detach(), b.detach())
     assert float(opt2.state[params2[0]]["step"]) == 4
     assert opt2.state[params2[1]]["exp_avg"].data_ptr() == update2.m_views[1].data_ptr()
+    # the state dict has one step tensor per parameter: PyTorch's own Adam carries on from it
+    state = opt2.state_dict()
+    assert state["state"][0]["step"] is not state["state"][1]["step"]
+    plain = torch.optim.AdamW([torch.nn.Parameter(p.detach().clone()) for p in params2], lr=1e-1,
+                              weight_decay=0.1, foreach=True)
+    plain.load_state_dict(copy.deepcopy(state))
+    for q in plain.param_groups[0]["params"]:
+        q.grad = torch.ones_like(q)
+    plain.step()
+    assert [float(plain.state[q]["step"]) for q in plain.param_groups[0]["params"]] == [5.0, 5.0]
+
+
+def test_fused_zero_grad_drops_a_replaced_gradient():
+    """``.grad`` put in place of a view (PyTorch's ``zero_grad`` then a backward) is dropped by
+    :meth:`FusedUpdate.zero_grad`: the next backward starts from zero, not from the old value."""
+    spec = OptimizerSpec(lr=1e-1, warmup_steps=0)
+    w = torch.nn.Parameter(torch.ones(3))
+    opt, _ = spec.build([w], 10)
+    update = FusedUpdate(opt, [w], [w.detach().clone()], spec, compile=False)
+    opt.zero_grad(set_to_none=True)
+    (1.0 * w).sum().backward()  # a fresh .grad tensor, not the view
+    update.zero_grad()
+    (2.0 * w).sum().backward()
+    assert torch.equal(w.grad, torch.full((3,), 2.0)) and w.grad is update.g_views[0]
 
 
 def test_fused_update_steps_a_parameter_without_gradient_with_zero():
