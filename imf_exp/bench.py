@@ -246,8 +246,7 @@ def make_project_step(model, objective, parts: dict, batch: int, device: torch.d
     ``zero_pass=False``: plain ``torch.compile``, without :func:`imf_exp.compile.compile_loss`'s
     pass and options."""
     from imf_exp.compile import compile_loss
-    from imf_exp.optim import FusedUpdate
-    from imf_exp.trainer import BatchStream, backward_step, ema_decay_at, update_step
+    from imf_exp.trainer import BatchStream, backward_step, ema_decay_at
 
     boundary, dataset, sampler, spec = (parts[k] for k in ("boundary", "dataset", "time_sampler",
                                                            "optimizer"))
@@ -257,8 +256,7 @@ def make_project_step(model, objective, parts: dict, batch: int, device: torch.d
     opt, sched = spec.build(params, parts["total_steps"])
     gen = torch.Generator(device=device).manual_seed(0)
     stream = BatchStream(dataset, sampler, batch, gen, None, FAST_POOL if fast else 0)
-    clip = spec.grad_clip if spec.grad_clip > 0 else float("inf")
-    fused = FusedUpdate(opt, params, ema, spec) if fast else None
+    update = spec.updater(opt, params, ema, fused=fast)
     decay, k = parts["ema_decay"], [0]
 
     def loss_fn(x, e, r, t, cond=None):
@@ -272,13 +270,9 @@ def make_project_step(model, objective, parts: dict, batch: int, device: torch.d
         step_loss = loss_fn
 
     def step() -> torch.Tensor:  # the trainer's own step functions, in the trainer's order
-        loss, _ = backward_step(step_loss, next(stream), fused or opt, params,
-                                None if fused else clip)
-        if fused is None:
-            update_step(opt, sched, ema, params, ema_decay_at(k[0], decay))
-        else:
-            fused(ema_decay_at(k[0], decay))
-            sched.step()
+        loss, _ = backward_step(step_loss, next(stream), update)
+        update(ema_decay_at(k[0], decay))
+        sched.step()
         k[0] += 1
         return loss.detach()
 

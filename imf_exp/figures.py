@@ -41,6 +41,7 @@ from torch import nn  # noqa: E402
 
 from imf_exp.errors import ConfigError, check  # noqa: E402
 from imf_exp.plots import _image_tile, _lim, image_side  # noqa: E402
+from imf_exp.plots import _save as _save_png  # noqa: E402
 from imf_exp.sampling import _full, sample_average, sample_ode  # noqa: E402
 
 DPI = 100
@@ -147,11 +148,9 @@ def _native(dataset, x: torch.Tensor | np.ndarray) -> np.ndarray:
 
 
 def _save(fig, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    """:func:`imf_exp.plots._save` at this module's resolution; the figures here bring their own
+    (constrained) layout."""
+    return _save_png(fig, path, dpi=DPI, tight=False)
 
 
 # ---- 1. fields -------------------------------------------------------------------------------

@@ -107,20 +107,19 @@ class ClassifierProbe:
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, hidden: int = 128, steps: int = 500,
                  seed: int = 0) -> None:
-        gen_state = torch.get_rng_state()
-        torch.manual_seed(seed)
-        num_classes = int(y.max()) + 1
-        self.body = nn.Sequential(nn.Linear(x.shape[1], hidden), nn.ReLU(),
-                                  nn.Linear(hidden, hidden // 2), nn.ReLU())
-        self.head = nn.Linear(hidden // 2, num_classes)
-        params = list(self.body.parameters()) + list(self.head.parameters())
-        opt = torch.optim.Adam(params, lr=3e-3, weight_decay=1e-4)
-        for _ in range(steps):
-            loss = nn.functional.cross_entropy(self.head(self.body(x.float())), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        torch.set_rng_state(gen_state)  # training the probe leaves the global stream untouched
+        with torch.random.fork_rng(devices=[]):  # leaves the global CPU stream untouched
+            torch.manual_seed(seed)
+            num_classes = int(y.max()) + 1
+            self.body = nn.Sequential(nn.Linear(x.shape[1], hidden), nn.ReLU(),
+                                      nn.Linear(hidden, hidden // 2), nn.ReLU())
+            self.head = nn.Linear(hidden // 2, num_classes)
+            params = list(self.body.parameters()) + list(self.head.parameters())
+            opt = torch.optim.Adam(params, lr=3e-3, weight_decay=1e-4)
+            for _ in range(steps):
+                loss = nn.functional.cross_entropy(self.head(self.body(x.float())), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
         self.body.requires_grad_(False)
         self.head.requires_grad_(False)
 

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
+from imf_exp.compile import cpu_options
 from imf_exp.errors import check
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
@@ -48,6 +49,17 @@ class OptimizerSpec:
         shape = 0.5 * (1 + math.cos(math.pi * frac)) if self.schedule == "cosine" else 1 - frac
         return warm * (self.min_lr_ratio + (1 - self.min_lr_ratio) * shape)
 
+    @property
+    def max_grad_norm(self) -> float:
+        """The clipping threshold (``inf`` when ``grad_clip = 0`` turns clipping off)."""
+        return self.grad_clip if self.grad_clip > 0 else math.inf
+
+    def updater(self, opt: torch.optim.Optimizer, params: Sequence[torch.Tensor],
+                ema_params: Sequence[torch.Tensor], fused: bool = False) -> EagerUpdate | FusedUpdate:
+        """What a training step calls after ``backward``: clip, optimizer step, EMA update
+        (:class:`FusedUpdate` with ``trainer.fused_update=true``, else :class:`EagerUpdate`)."""
+        return (FusedUpdate if fused else EagerUpdate)(opt, params, ema_params, self)
+
     def build(self, params: Iterable[torch.nn.Parameter], total_steps: int
               ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
         opt = OPTIMIZERS[self.name](params, lr=self.lr, betas=self.betas, eps=self.eps,
@@ -55,6 +67,28 @@ class OptimizerSpec:
                                     **({"fused": True} if self.fused else {"foreach": True}))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: self.lr_factor(s, total_steps))
         return opt, sched
+
+
+class EagerUpdate:
+    """PyTorch's own path: ``clip_grad_norm_`` (foreach), ``optimizer.step()`` and a foreach EMA
+    lerp ``ema <- ema + (1 - decay) (p - ema)``. ``zero_grad`` and ``__call__`` as in
+    :class:`FusedUpdate`; the LR scheduler is stepped by the caller."""
+
+    def __init__(self, opt: torch.optim.Optimizer, params: Sequence[torch.Tensor],
+                 ema_params: Sequence[torch.Tensor], spec: OptimizerSpec) -> None:
+        self.opt, self.params, self.ema = opt, list(params), list(ema_params)
+        self.clip = spec.max_grad_norm
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.opt.zero_grad(set_to_none=set_to_none)
+
+    def __call__(self, ema_decay: float) -> torch.Tensor:
+        """One update with the gradients in ``p.grad``; returns the global norm before clipping."""
+        norm = torch.nn.utils.clip_grad_norm_(self.params, self.clip, foreach=True)
+        self.opt.step()
+        with torch.no_grad():
+            torch._foreach_lerp_(self.ema, self.params, 1.0 - ema_decay)
+        return norm
 
 
 class FusedUpdate:
@@ -75,8 +109,8 @@ class FusedUpdate:
         ema <- ema + (1 - decay) (p - ema)
 
     These are PyTorch's formulas and order (``torch.optim.Adam``/``AdamW``, non-amsgrad), with
-    the bias corrections in float32 on the device instead of float64 on the host: equal to the
-    eager path to float32 rounding (tested). The moments and the step count stay in the
+    the bias corrections in float64 on the device instead of on the host: equal to
+    :class:`EagerUpdate` to float32 rounding (tested). The moments and the step count stay in the
     optimizer's ``state`` under PyTorch's keys (``exp_avg``, ``exp_avg_sq``, ``step``), so its
     ``state_dict`` (checkpoints, resume) has PyTorch's layout; ``optimizer.step()`` is never
     called. The learning rate is read from the param group (the LR scheduler still steps) into
@@ -101,16 +135,16 @@ class FusedUpdate:
         self.decoupled = spec.name == "adamw"
         self.b1, self.b2 = spec.betas
         self.eps, self.wd = spec.eps, spec.weight_decay
-        self.clip = spec.grad_clip if spec.grad_clip > 0 else math.inf
+        self.clip = spec.max_grad_norm
         device, dtype = next(iter(kinds))
-        self.offsets, total = [], 0
+        offsets, total = [], 0
         for p in self.params:
-            self.offsets.append(total)
+            offsets.append(total)
             total += -(-p.numel() // self.ALIGN) * self.ALIGN
 
         def buffer():
             flat = torch.zeros(total, device=device, dtype=dtype)
-            return flat, [flat[o:o + p.numel()].view_as(p) for o, p in zip(self.offsets, self.params)]
+            return flat, [flat[o:o + p.numel()].view_as(p) for o, p in zip(offsets, self.params)]
 
         (self.flat_p, self.p_views), (self.flat_e, self.e_views) = buffer(), buffer()
         (self.flat_g, self.g_views) = buffer()
@@ -122,8 +156,6 @@ class FusedUpdate:
         # the live state shares one step tensor; a state dict gets one per parameter, as
         # PyTorch's own optimizers keep it (else a plain Adam loading it would add 1 per tensor)
         opt.register_state_dict_post_hook(_own_step_per_parameter)
-        from imf_exp.compile import cpu_options
-
         self._fn = torch.compile(self._update, options=cpu_options(device)) if compile else self._update
 
     def _link(self) -> None:

@@ -20,13 +20,16 @@ def _lim(arrays: Sequence[np.ndarray]) -> tuple[float, float]:
     return lo - pad, hi + pad
 
 
-def _save(fig, path: Path, title: str = "") -> Path:
-    """Title, tight layout, write the PNG (creating its folder), close the figure."""
+def _save(fig, path: Path, title: str = "", dpi: int = 110, tight: bool = True) -> Path:
+    """Title, tight layout (``tight=False``: a figure with its own layout engine), write the PNG
+    (creating its folder), close the figure."""
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    if tight:
+        fig.tight_layout()
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
 
@@ -66,11 +69,7 @@ def plot_loss(history: Sequence[Mapping[str, float]], path: Path) -> Path:
     ax.grid(alpha=0.3)
     if keys:
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def image_side(dim: int) -> int | None:
@@ -96,8 +95,8 @@ def plot_image_samples(reference: np.ndarray, panels: Mapping[str, np.ndarray], 
     """Image datasets: a mosaic of the first ``count`` images per panel (native pixel values)."""
     items = [("reference", np.asarray(reference))] + [(k, np.asarray(v)) for k, v in panels.items()]
     cols = int(np.ceil(np.sqrt(count)))
-    lo = min(float(np.nanmin(a[:count])) for _, a in items[:1])
-    hi = max(float(np.nanmax(a[:count])) for _, a in items[:1])
+    ref = items[0][1][:count]  # the reference sets the grey scale of every panel
+    lo, hi = float(np.nanmin(ref)), float(np.nanmax(ref))
     fig, axes = plt.subplots(1, len(items), figsize=(2.8 * len(items), 3.2), squeeze=False)
     for ax, (name, imgs) in zip(axes[0], items):
         ax.imshow(_image_tile(imgs[:count], shape, cols), cmap="gray_r", vmin=lo, vmax=hi)
@@ -135,7 +134,6 @@ def plot_class_grid(model, dataset, path: Path, omegas: Sequence[float] = (1.0, 
         cond = Condition.build(labels, w, interval).to(device)
         x = generate(model, z1, sampling, nfe, cond=cond).float().cpu()
         outs.append(dataset.destandardize(x.double()).numpy() if dataset.dim > 2 else x.numpy())
-    path.parent.mkdir(parents=True, exist_ok=True)
     if dataset.dim > 2:
         shape = (image_side(dataset.dim),) * 2
         fig, axes = plt.subplots(1, len(omegas), figsize=(1.1 + 0.45 * per_class * len(omegas),

@@ -99,7 +99,7 @@ def _int(args: dict[str, str], key: str, low: int) -> int:
 
 def load_run(run_dir: Path, weights: str = "ema", device: str = "auto"):
     """Rebuild ``(cfg, parts, model)`` of a run folder from its config and checkpoint."""
-    from imf_exp.train import build
+    from imf_exp.train import build, complete_saved_config
 
     if not run_dir.is_dir():
         raise ConfigError(f"run folder {str(run_dir)!r} does not exist")
@@ -109,9 +109,7 @@ def load_run(run_dir: Path, weights: str = "ema", device: str = "auto"):
     ckpt_path = run_dir / CHECKPOINT
     if not ckpt_path.is_file():
         raise ConfigError(f"{ckpt_path} is missing: the run has not written a checkpoint yet")
-    cfg = OmegaConf.load(cfg_path)
-    if "guidance" not in cfg:  # run folders written before the guidance group existed
-        cfg.guidance = {"_target_": "imf_exp.objectives.guidance.NoGuidance"}
+    cfg = complete_saved_config(OmegaConf.load(cfg_path))
     parts = build(cfg)
     try:
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)

@@ -49,7 +49,7 @@ def guided_velocity_fn(model: nn.Module, cond=None) -> Callable:
         return model.velocity
 
     def velocity(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return model.velocity(z, t, cond.velocity_condition(cond.effective_omega(t)))
+        return model.velocity(z, t, cond._replace(omega=cond.effective_omega(t)))
 
     return velocity
 

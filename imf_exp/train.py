@@ -23,7 +23,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from imf_exp.config import register_configs, validate
+from imf_exp.config import EvalConfig, TrainerConfig, register_configs, validate
 from imf_exp.data.base import as_dataset
 from imf_exp.errors import ConfigError
 from imf_exp.metrics import Evaluator
@@ -49,6 +49,19 @@ def _build(cfg: DictConfig, key: str, **kwargs):
             raise cause from None
         target = node.get("_target_", "?") if isinstance(node, DictConfig) else "?"
         raise ConfigError(f"could not build {key} (_target_={target}): {cause}") from err
+
+
+def complete_saved_config(saved: dict | DictConfig) -> DictConfig:
+    """A run folder's saved config, completed with what was added since it was written: the
+    defaults of new ``trainer.*`` and ``eval.*`` keys (from their schemas) and ``guidance=none``.
+    Used wherever a saved config is rebuilt (``resume=``, ``imf_exp.sample``)."""
+    cfg = saved if isinstance(saved, DictConfig) else OmegaConf.create(saved)
+    with open_dict(cfg):
+        cfg.trainer = OmegaConf.merge(OmegaConf.structured(TrainerConfig), cfg.get("trainer", {}))
+        cfg.eval = OmegaConf.merge(OmegaConf.structured(EvalConfig), cfg.get("eval", {}))
+        if "guidance" not in cfg:
+            cfg.guidance = {"_target_": "imf_exp.objectives.guidance.NoGuidance"}
+    return cfg
 
 
 def build(cfg: DictConfig) -> dict:
@@ -127,7 +140,7 @@ def prepare_resume(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, dict | N
         if diff:
             raise ConfigError(f"resume={cfg.resume!r} uses the run's own config; these overrides "
                               f"would change it: {'; '.join(diff)}")
-        run_cfg = OmegaConf.create(state["config"])
+        run_cfg = complete_saved_config(state["config"])
         for key in ("device", "trainer.progress", "resume"):
             OmegaConf.update(run_cfg, key, OmegaConf.select(cfg, key), force_add=True)
         return run_cfg, state

@@ -31,7 +31,7 @@ from imf_exp.errors import ConfigError
 from imf_exp.loggers import Logger, NoLogger
 from imf_exp.metrics import Evaluator
 from imf_exp.objectives.base import Objective
-from imf_exp.optim import FusedUpdate, OptimizerSpec
+from imf_exp.optim import EagerUpdate, FusedUpdate, OptimizerSpec
 from imf_exp.time_samplers import TimeSampler
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ def draw_batch(dataset: Dataset, time_sampler: TimeSampler, batch: int, gen: tor
     x, y = dataset.sample(batch, gen)
     e = torch.randn(batch, dataset.dim, generator=gen, device=gen.device)
     r, t = time_sampler.sample(batch, gen)
-    cond = guidance.condition(y, r, t, gen) if guidance is not None and guidance.enabled else None
+    cond = guidance.condition(y, r, t, gen) if guidance is not None else None
     return x, e, r, t, cond
 
 
@@ -173,26 +173,14 @@ class BatchStream:
         self.queue = list(queue)
 
 
-def backward_step(step_loss: Callable, batch: tuple, opt, params: list[torch.Tensor],
-                  clip: float | None) -> tuple[torch.Tensor, dict]:
-    """Loss, gradients and the clipped global grad norm (kept on the device in ``logs``).
-    ``opt``: what zeroes the gradients (the optimizer, or a :class:`FusedUpdate`);
-    ``clip=None``: no clipping here and no ``grad_norm`` (the fused update does both)."""
+def backward_step(step_loss: Callable, batch: tuple, update: EagerUpdate | FusedUpdate
+                  ) -> tuple[torch.Tensor, dict]:
+    """Loss (with its detached logs) and gradients; ``update`` zeroes the old gradients first.
+    Clipping, the optimizer step and the EMA are ``update(decay)`` (see ``imf_exp/optim.py``)."""
     loss, logs = step_loss(*batch)
-    opt.zero_grad(set_to_none=True)
+    update.zero_grad(set_to_none=True)
     loss.backward()
-    if clip is not None:
-        logs["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, clip, foreach=True)
     return loss, logs
-
-
-def update_step(opt: torch.optim.Optimizer, sched, ema_params: list[torch.Tensor],
-                params: list[torch.Tensor], ema_decay: float) -> None:
-    """Optimizer and schedule step, then ``ema <- decay * ema + (1 - decay) * params``."""
-    opt.step()
-    sched.step()
-    with torch.no_grad():
-        torch._foreach_lerp_(ema_params, params, 1.0 - ema_decay)
 
 
 def ema_decay_at(step: int, decay: float, warmup: bool = True) -> float:
@@ -302,8 +290,7 @@ class Trainer:
             return objective(model, x, e, r, t, boundary, cond)
 
         step_loss = compile_loss(loss_fn, device=dev) if self.compile else loss_fn
-        clip = optimizer.grad_clip if optimizer.grad_clip > 0 else float("inf")
-        fused = FusedUpdate(opt, params, ema_params, optimizer) if self.fused_update else None
+        update = optimizer.updater(opt, params, ema_params, fused=self.fused_update)
         pending: list[dict[str, torch.Tensor]] = []
         pending_steps: list[int] = []
 
@@ -355,9 +342,8 @@ class Trainer:
         try:
             for step in range(start, self.steps):
                 batch = next(stream)
-                loss, logs = backward_step(step_loss, batch, fused or opt, params,
-                                           None if fused else clip)
-                if fused is not None and self.max_bad_steps:  # the check needs the norm first
+                loss, logs = backward_step(step_loss, batch, update)
+                if self.max_bad_steps:  # the check needs the norm before the update
                     logs["grad_norm"] = torch.nn.utils.get_total_norm([p.grad for p in params
                                                                        if p.grad is not None])
                 if self.max_bad_steps and not bool(torch.isfinite(loss) & torch.isfinite(logs["grad_norm"])):
@@ -367,14 +353,10 @@ class Trainer:
                     if bad_steps > self.max_bad_steps:
                         terms = [k for k, v in logs.items() if not bool(torch.isfinite(v).all())]
                         raise NonFiniteError(step + 1, terms, history, evals)
-                    (fused or opt).zero_grad(set_to_none=True)
+                    update.zero_grad(set_to_none=True)
                     continue
-                decay = ema_decay_at(step, self.ema_decay, self.ema_warmup)
-                if fused is None:
-                    update_step(opt, sched, ema_params, params, decay)
-                else:
-                    logs["grad_norm"] = fused(decay)
-                    sched.step()
+                logs["grad_norm"] = update(ema_decay_at(step, self.ema_decay, self.ema_warmup))
+                sched.step()
                 pending.append(logs)
                 pending_steps.append(step + 1)
                 done = step + 1

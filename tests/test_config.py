@@ -94,3 +94,22 @@ def test_unknown_group_option_lists_the_allowed_ones():
     with pytest.raises(ConfigCompositionException) as info:
         make(["model=transformer"])
     assert "model/transformer" in str(info.value) and "resmlp" in str(info.value)
+
+
+def test_saved_config_of_an_older_run_is_completed():
+    """A run folder written before ``trainer.data_pool``/``fused_update``, ``eval.ode_diagnostic``
+    and the guidance group existed still rebuilds (resume, sample) with their defaults; a current
+    config comes back unchanged."""
+    from omegaconf import OmegaConf
+
+    from imf_exp.train import complete_saved_config
+
+    saved = OmegaConf.to_container(make(["trainer.steps=10"]), resolve=True)
+    assert OmegaConf.to_container(complete_saved_config(dict(saved))) == saved
+    for key in ("data_pool", "fused_update"):
+        del saved["trainer"][key]
+    del saved["eval"]["ode_diagnostic"], saved["guidance"]
+    cfg = complete_saved_config(saved)
+    parts = build(cfg)
+    assert (cfg.trainer.data_pool, cfg.trainer.fused_update, cfg.eval.ode_diagnostic) == (0, False, False)
+    assert type(parts["guidance"]).__name__ == "NoGuidance"

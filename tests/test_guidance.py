@@ -35,6 +35,20 @@ def batch(n=32, seed=1):
     return x, e, r, t, cond
 
 
+def guided_case():
+    """The default model and batch, ``z``, ``v`` and the guided target ``(v_g, v_c)`` on them."""
+    model = make_model()
+    x, e, r, t, cond = batch()
+    z, v = interpolate(x, e, t)
+    v_g, v_c = guided_velocity(model, z, t, v, cond)
+    return model, (x, e, r, t, cond), z, v, v_g, v_c
+
+
+def fd_dudt(model, z, r, t, cond, tangent, h=1e-5):
+    """``du/dt`` along ``(tangent, 1)`` by central differences, the condition held fixed."""
+    return (model(z + h * tangent, r, t + h, cond) - model(z - h * tangent, r, t - h, cond)) / (2 * h)
+
+
 @pytest.mark.parametrize("beta", [0.0, 1.0, 2.0])
 def test_omega_density(beta):
     """Histogram of the sampled omega against the density ~ omega^-beta on [1, omega_max]."""
@@ -73,10 +87,7 @@ def test_condition_drop_interval_and_effective_omega():
 
 def test_guided_target_matches_formula():
     """v_g = v + (1 - 1/w)(v(z,t|c,w) - v(z,t|null,w)), w = omega inside the interval, else 1."""
-    model = make_model()
-    x, e, r, t, cond = batch()
-    z, v = interpolate(x, e, t)
-    v_g, v_c = guided_velocity(model, z, t, v, cond)
+    model, (_, _, _, t, cond), z, v, v_g, v_c = guided_case()
     with torch.no_grad():
         for i in range(len(t)):
             w = cond.omega[i] if cond.t_lo[i] <= t[i] <= cond.t_hi[i] else torch.tensor(1.0).double()
@@ -105,8 +116,7 @@ def test_guided_imf_loss_against_finite_differences(aux_head):
         null = Condition(torch.full_like(cond.labels, K), w, vq.t_lo, vq.t_hi)
         v_c, v_u = model.velocity(z, t, vq), model.velocity(z, t, null)
         v_g = v + (1 - 1 / w)[:, None] * (v_c - v_u)
-        h = 1e-5
-        dudt = (model(z + h * v_c, r, t + h, cond) - model(z - h * v_c, r, t - h, cond)) / (2 * h)
+        dudt = fd_dudt(model, z, r, t, cond, v_c)
         V = model(z, r, t, cond) + (t - r)[:, None] * dudt
         expected_u = ((V - v_g) ** 2).sum(1).mean()
         assert logs["loss_u"].item() == pytest.approx(expected_u.item(), rel=1e-7)
@@ -117,13 +127,9 @@ def test_guided_imf_loss_against_finite_differences(aux_head):
 
 
 def test_guided_meanflow_and_fm_targets():
-    model = make_model()
-    x, e, r, t, cond = batch()
-    z, v = interpolate(x, e, t)
-    v_g, _ = guided_velocity(model, z, t, v, cond)
+    model, (x, e, r, t, cond), z, _, v_g, _ = guided_case()
     with torch.no_grad():
-        h = 1e-5
-        dudt = (model(z + h * v_g, r, t + h, cond) - model(z - h * v_g, r, t - h, cond)) / (2 * h)
+        dudt = fd_dudt(model, z, r, t, cond, v_g)
         u_tgt = v_g - (t - r)[:, None] * dudt
         expected = ((model(z, r, t, cond) - u_tgt) ** 2).sum(1).mean()
         loss, _ = MeanFlow(norm_p=0.0)(model, x, e, r, t, BoundaryMode(), cond)

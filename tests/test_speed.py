@@ -10,7 +10,7 @@ from imf_exp.bench import own_code
 from imf_exp.compile import DropZeroMatmuls, compile_loss
 from imf_exp.models import MLP
 from imf_exp.optim import FusedUpdate, OptimizerSpec
-from imf_exp.trainer import ema_decay_at, update_step
+from imf_exp.trainer import ema_decay_at
 from tests.helpers import imf_loss_case
 
 pytestmark = pytest.mark.filterwarnings(
@@ -70,7 +70,7 @@ def test_compiled_imf_loss_is_bitwise_the_same_with_and_without_the_pass(no_comp
 
 
 def eager_update(spec, params, ema, steps, grads):
-    """The trainer's eager path: clip_grad_norm_, optimizer + scheduler step, foreach EMA."""
+    """PyTorch's own path, spelled out: clip_grad_norm_, optimizer + scheduler step, foreach EMA."""
     opt, sched = spec.build(params, 50)
     clip = spec.grad_clip if spec.grad_clip > 0 else float("inf")
     norms = []
@@ -78,7 +78,10 @@ def eager_update(spec, params, ema, steps, grads):
         for p, g in zip(params, grads[k]):
             p.grad = g.clone()
         norms.append(torch.nn.utils.clip_grad_norm_(params, clip, foreach=True))
-        update_step(opt, sched, ema, params, ema_decay_at(k, 0.99))
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            torch._foreach_lerp_(ema, params, 1.0 - ema_decay_at(k, 0.99))
     return opt, norms
 
 

@@ -84,12 +84,12 @@ class Digits(Dataset):
     def classifier(self):
         """The evaluation probe trained on :meth:`labelled_train` (cached per split and
         standardization, so every evaluator of a process shares one)."""
-        from imf_exp.metrics import ClassifierProbe
-
-        key = (self.split_seed, self.holdout, tuple(self.mean.tolist()), tuple(self.std.tolist()))
-        if key not in _PROBES:
-            _PROBES[key] = ClassifierProbe(*self.labelled_train())
-        return _PROBES[key]
+        return _probe(self.split_seed, self.holdout, tuple(self.mean.tolist()), tuple(self.std.tolist()))
 
 
-_PROBES: dict[tuple, object] = {}
+@lru_cache(maxsize=4)
+def _probe(split_seed: int, holdout: int, mean: tuple, std: tuple):
+    from imf_exp.metrics import ClassifierProbe
+
+    digits = Digits(holdout=holdout, split_seed=split_seed, mean=mean, std=std)
+    return ClassifierProbe(*digits.labelled_train())

@@ -185,8 +185,8 @@ def guided_velocity(model, z: torch.Tensor, t: torch.Tensor, v: torch.Tensor,
     if cond is None:
         return v, (model.velocity(z, t) if grad else None)
     w = cond.effective_omega(t)
-    c_query = cond.velocity_condition(w)
-    u_query = Condition(torch.full_like(cond.labels, model.num_classes), w, c_query.t_lo, c_query.t_hi)
+    c_query = cond._replace(omega=w)  # model.velocity sets the interval to [0, 1]
+    u_query = c_query._replace(labels=torch.full_like(cond.labels, model.num_classes))
     if grad:
         v_c = model.velocity(z, t, c_query)
         with torch.no_grad():
