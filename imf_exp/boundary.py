@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from imf_exp.config import AuxHeadBoundaryConfig, default
 from imf_exp.errors import check
 
 
@@ -17,11 +18,7 @@ class BoundaryMode:
     """
 
     aux_head: bool = False
-    aux_weight: float = 1.0
+    aux_weight: float = default(AuxHeadBoundaryConfig, "aux_weight")
 
     def __post_init__(self) -> None:
         check(self.aux_weight >= 0, "boundary_mode.aux_weight", self.aux_weight, "a number >= 0")
-
-    @property
-    def name(self) -> str:
-        return "aux_head" if self.aux_head else "shared"

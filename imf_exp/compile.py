@@ -13,6 +13,8 @@ would have been NaN, but such a step already fails the trainer's finiteness chec
 
 from __future__ import annotations
 
+import re
+import types
 from collections.abc import Callable
 
 import torch
@@ -107,3 +109,11 @@ def compile_loss(fn: Callable, zero_matmul_pass: DropZeroMatmuls | None = None,
     options = {**cpu_options(device), **(kwargs.pop("options", None) or {})}
     options["post_grad_custom_pre_pass"] = zero_matmul_pass or DropZeroMatmuls()
     return torch.compile(fn, options=options, **kwargs)
+
+
+def own_code(fn: Callable, tag: str) -> Callable:
+    """A copy of ``fn`` with its own code object. Dynamo keeps its compiled graphs per code
+    object, so without this every closure made by one ``def`` would share one cache (and its
+    recompile limit, and automatic dynamic shapes after the second batch size)."""
+    code = fn.__code__.replace(co_name=f"{fn.__name__}_{re.sub(r'[^0-9a-zA-Z_]', '_', tag)}")
+    return types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__, fn.__closure__)

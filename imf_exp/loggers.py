@@ -7,6 +7,7 @@ is still written. Its folder is the run folder's ``wandb/``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import netrc
 import os
@@ -14,10 +15,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from imf_exp.config import WandbLoggerConfig, WandbMode, default
 from imf_exp.errors import check
 
 log = logging.getLogger(__name__)
-WANDB_MODES = ("auto", "online", "offline", "disabled")
+WANDB_MODES = tuple(m.value for m in WandbMode)
 
 
 class Logger:
@@ -50,6 +52,27 @@ def wandb_logged_in() -> bool:
         return False
 
 
+@contextlib.contextmanager
+def _cache_in(folder: Path):
+    """W&B's service writes its debug logs under the user's cache folder ($XDG_CACHE_HOME); it
+    is started by ``wandb.init`` with this environment, so they land in the run folder."""
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(folder.resolve())
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("XDG_CACHE_HOME", None)
+        else:
+            os.environ["XDG_CACHE_HOME"] = before
+
+
+def sweep_group(sweep_dir: Path) -> str:
+    """The W&B group of a sweep's jobs: ``DATE_TIME`` of the sweep folder ``.../DATE/TIME``."""
+    sweep_dir = Path(sweep_dir).resolve()
+    return f"{sweep_dir.parent.name}_{sweep_dir.name}"
+
+
 def hydra_context() -> dict[str, Any]:
     """Sweep folder, job number and config-group choices of the current Hydra job, if any."""
     try:
@@ -74,9 +97,11 @@ class WandbLogger(Logger):
     group choice becomes a tag ``group:option`` and a ``choices`` config field.
     """
 
-    def __init__(self, project: str = "imf-exp", entity: str | None = None, mode: str = "auto",
-                 group: str | None = None, tags: Sequence[str] = (), job_type: str = "train",
-                 name: str | None = None, log_images: bool = True) -> None:
+    def __init__(self, project: str = default(WandbLoggerConfig, "project"),
+                 entity: str | None = None, mode: str = default(WandbLoggerConfig, "mode"),
+                 group: str | None = None, tags: Sequence[str] = (),
+                 job_type: str = default(WandbLoggerConfig, "job_type"), name: str | None = None,
+                 log_images: bool = default(WandbLoggerConfig, "log_images")) -> None:
         check(mode in WANDB_MODES, "logger.mode", mode, f"one of {list(WANDB_MODES)}")
         self.project, self.entity, self.mode, self.group = project, entity, mode, group
         self.tags, self.job_type, self.name, self.images = list(tags), job_type, name, log_images
@@ -97,17 +122,18 @@ class WandbLogger(Logger):
         elif mode == "disabled":
             return
         ctx = hydra_context()
-        sweep = Path(ctx["sweep_dir"]) if ctx.get("sweep_dir") else None
-        group = self.group or (f"{sweep.parent.name}_{sweep.name}" if sweep else None)
+        group = self.group or (sweep_group(ctx["sweep_dir"]) if ctx.get("sweep_dir") else None)
         tags = self.tags + [f"{k}:{v}" for k, v in ctx.get("choices", {}).items()]
         cfg = {**config, "choices": ctx.get("choices", {}), "overrides": ctx.get("overrides", []),
                "run_dir": str(self.run_dir.resolve())}
         try:
             import wandb
 
-            self.run = wandb.init(project=self.project, entity=self.entity, mode=mode, group=group,
-                                  tags=tags[:64], job_type=self.job_type, name=self.name,
-                                  dir=str(self.run_dir), config=cfg, reinit="finish_previous")
+            with _cache_in(self.run_dir / "wandb" / "cache"):
+                self.run = wandb.init(project=self.project, entity=self.entity, mode=mode,
+                                      group=group, tags=tags[:64], job_type=self.job_type,
+                                      name=self.name, dir=str(self.run_dir), config=cfg,
+                                      reinit="finish_previous")
             log.info("W&B %s run %s in %s", mode, self.run.id, self.run_dir / "wandb")
         except Exception as err:  # noqa: BLE001 - W&B must never stop training
             self._warn("start", err)
@@ -148,6 +174,9 @@ class WandbLogger(Logger):
             offline = run.settings.mode == "offline"
             path = run.dir
             run.finish(exit_code=1 if failed else 0)
+            import wandb
+
+            wandb.teardown()  # the next run (a sweep's next job) starts its own service
             if offline:
                 log.info("W&B run saved offline; upload it later with: wandb sync %s", Path(path).parent)
         except Exception as err:  # noqa: BLE001

@@ -21,9 +21,11 @@ import math
 import warnings
 
 import numpy as np
-import ot
 import torch
 from torch import nn
+
+from imf_exp.condition import Condition
+from imf_exp.sampling import generate
 
 
 def _np(x) -> np.ndarray:
@@ -34,6 +36,8 @@ def _np(x) -> np.ndarray:
 
 def w2(x, y, num_iter_max: int | None = None) -> float:
     """Exact W2 between uniform empirical measures on ``x (n, d)`` and ``y (m, d)``."""
+    import ot  # POT imports scikit-learn: paid for only when a run evaluates
+
     x, y = _np(x), _np(y)
     cost = ot.dist(x, y, metric="sqeuclidean")
     iters = num_iter_max or max(100_000, 50 * len(x) * len(y) // 100)
@@ -79,9 +83,8 @@ def frechet_distance(a, b) -> float:
     mu_a, mu_b = a.mean(0), b.mean(0)
     s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
     with warnings.catch_warnings():  # a singular product (constant features) is expected here
-        warnings.simplefilter("ignore")
-        covmean, _ = linalg.sqrtm(s_a @ s_b, disp=False)
-    covmean = covmean.real
+        warnings.simplefilter("ignore", RuntimeWarning)
+        covmean = np.asarray(linalg.sqrtm(s_a @ s_b)).real
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a + s_b - 2 * covmean))
 
 
@@ -132,13 +135,24 @@ class ClassifierProbe:
         return self.head(self.features(x)).argmax(1)
 
 
-def sample_metrics(fake, real, real_b, w2_floor: float | None = None, k: int = 3) -> dict[str, float]:
-    """All metrics of ``fake`` against ``real``; ``real_b`` (a second reference set) gives the floor."""
-    floor = w2(real_b, real) if w2_floor is None else w2_floor
+def sample_metrics(fake, real, w2_floor: float, k: int = 3) -> dict[str, float]:
+    """W2, its ratio to ``w2_floor``, k-NN precision and recall, MMD of ``fake`` against ``real``."""
     dist = w2(fake, real)
     precision, recall = precision_recall(real, fake, k)
-    return {"w2": dist, "w2_floor": floor, "w2_ratio": dist / floor, "precision": precision,
-            "recall": recall, "mmd": mmd(fake, real)}
+    return {"w2": dist, "w2_ratio": dist / w2_floor, "precision": precision, "recall": recall,
+            "mmd": mmd(fake, real)}
+
+
+_PROBES: dict[tuple, ClassifierProbe] = {}
+
+
+def classifier_probe(dataset) -> ClassifierProbe:
+    """The evaluation classifier of a dataset with labelled training data (``labelled_train()``),
+    trained once per ``dataset.probe_key`` (its split and standardization) in a process."""
+    key = dataset.probe_key
+    if key not in _PROBES:
+        _PROBES[key] = ClassifierProbe(*dataset.labelled_train())
+    return _PROBES[key]
 
 
 class Evaluator:
@@ -176,8 +190,8 @@ class Evaluator:
         self.samplers += [(f"{name}_w{w:g}", kind, steps, w) for w in omegas[1:]]
         self.probe = None
         self.fd_floor = None
-        if hasattr(dataset, "classifier"):  # digits: FD for every run, accuracy if guided
-            self.probe = dataset.classifier()
+        if hasattr(dataset, "labelled_train"):  # digits: FD for every run, accuracy if guided
+            self.probe = classifier_probe(dataset)
             self.real_features = self.probe.features(self.real)
             self.fd_floor = float(np.mean([
                 frechet_distance(self.probe.features(a), self.probe.features(b))
@@ -194,8 +208,6 @@ class Evaluator:
         """The evaluation condition at ``omega``: the reference labels, the eval interval."""
         if not self.guided:
             return None
-        from imf_exp.objectives.guidance import Condition
-
         return Condition.build(self.real_y, omega, self.interval).to(device)
 
     def score(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float]:
@@ -205,8 +217,7 @@ class Evaluator:
             keys += ["accuracy"] if self.probe is not None and self.guided else []
             keys += ["fd"] if self.fd_floor is not None else []
             return {k: float("nan") for k in keys}
-        out = {k: v for k, v in sample_metrics(x, self.real, None, self.floor).items()
-               if k != "w2_floor"}
+        out = sample_metrics(x, self.real, self.floor)
         if self.probe is not None and labels is not None:
             out["accuracy"] = float((self.probe.predict(x).cpu() == labels.cpu()).double().mean())
         if self.fd_floor is not None:
@@ -214,8 +225,6 @@ class Evaluator:
         return out
 
     def __call__(self, model) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
-        from imf_exp.sampling import generate
-
         device = next(model.parameters()).device
         z1 = self.z1.to(device)
         metrics: dict[str, float] = {"w2_floor": self.floor}

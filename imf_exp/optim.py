@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-from imf_exp.compile import cpu_options
+from imf_exp.config import AdamConfig, default
 from imf_exp.errors import check
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
@@ -21,10 +21,15 @@ class OptimizerSpec:
     kernel (one kernel for all parameters; CPU and CUDA) instead of the ``foreach`` one; same
     math, different rounding."""
 
-    def __init__(self, name: str = "adam", lr: float = 1e-3, betas: Sequence[float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.0, warmup_steps: int = 100,
-                 schedule: str = "cosine", min_lr_ratio: float = 0.0, grad_clip: float = 1.0,
-                 fused: bool = False) -> None:
+    def __init__(self, name: str = default(AdamConfig, "name"), lr: float = default(AdamConfig, "lr"),
+                 betas: Sequence[float] = default(AdamConfig, "betas"),
+                 eps: float = default(AdamConfig, "eps"),
+                 weight_decay: float = default(AdamConfig, "weight_decay"),
+                 warmup_steps: int = default(AdamConfig, "warmup_steps"),
+                 schedule: str = default(AdamConfig, "schedule"),
+                 min_lr_ratio: float = default(AdamConfig, "min_lr_ratio"),
+                 grad_clip: float = default(AdamConfig, "grad_clip"),
+                 fused: bool = default(AdamConfig, "fused")) -> None:
         check(name in OPTIMIZERS, "optimizer.name", name, f"one of {sorted(OPTIMIZERS)}")
         check(lr > 0, "optimizer.lr", lr, "a number > 0")
         check(len(betas) == 2 and all(0 <= b < 1 for b in betas), "optimizer.betas", list(betas),
@@ -156,7 +161,12 @@ class FusedUpdate:
         # the live state shares one step tensor; a state dict gets one per parameter, as
         # PyTorch's own optimizers keep it (else a plain Adam loading it would add 1 per tensor)
         opt.register_state_dict_post_hook(_own_step_per_parameter)
-        self._fn = torch.compile(self._update, options=cpu_options(device)) if compile else self._update
+        if compile:
+            from imf_exp.compile import cpu_options  # inductor is imported only when compiling
+
+            self._fn = torch.compile(self._update, options=cpu_options(device))
+        else:
+            self._fn = self._update
 
     def _link(self) -> None:
         """Make every tensor a view into its buffer again, copying in what was put in its place."""

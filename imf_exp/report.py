@@ -1,4 +1,4 @@
-"""Sweep folder -> table and figures, no account needed.
+"""Sweep folder -> table and figures, no account needed (a Hydra app, ``conf/report.yaml``).
 
     python -m imf_exp.report outputs/multiruns/2026-11-29/12-00-00-000000 [metric=nfe1/w2_ratio]
                              [columns=nfe1/w2_ratio,ode100/w2_ratio,...]
@@ -8,7 +8,8 @@ overrides and ``metrics.json``. Writes into ``<sweep>/report/``:
 
 * ``jobs.csv``: one row per job (status, overrides, final metrics);
 * ``table.md`` and ``table.csv``: mean and std over seeds of each metric, one row per setting
-  of the swept keys (seed excluded), with how many jobs completed. The columns are the chosen
+  of the swept keys (seed excluded), with how many jobs completed (a setting with one completed
+  job shows its value alone, and an empty std in the CSV). The columns are the chosen
   metric's sampler's W2 ratio, precision, recall, MMD, W2 (and class accuracy, FD when present),
   or the metrics listed in ``columns=``. When jobs differ in their primary sampler (e.g. iMF's
   ``nfe1`` beside flow matching's ``ode1``), each row shows its own primary sampler's metrics;
@@ -21,39 +22,47 @@ Jobs that are missing, still running, failed or interrupted are listed, never dr
 from __future__ import annotations
 
 import csv
-import json
 import math
-import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
+from omegaconf import DictConfig
 
+from imf_exp.cli import hydra_app
+from imf_exp.cli import run as run_app
+from imf_exp.config import register_configs
 from imf_exp.errors import ConfigError
+from imf_exp.run_dir import CHECKPOINT, RunDir
 
 SEED_KEYS = ("seed",)
 SUMMARY_METRICS = ("w2_ratio", "precision", "recall", "mmd", "w2", "accuracy", "fd")
 OWN = "primary"  # pseudo-sampler: each job's own primary sampler
 
 
+register_configs()
+
+
 def _status(job: Path) -> tuple[str, dict]:
-    path = job / "metrics.json"
-    if not path.exists():
-        return ("running" if (job / "checkpoint.pt").exists() or (job / "train.log").exists()
+    run = RunDir(job)
+    if not (job / "metrics.json").exists():
+        return ("running" if (job / CHECKPOINT).exists() or (job / "train.log").exists()
                 else "missing"), {}
-    try:
-        metrics = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        return "unreadable", {"error": f"metrics.json: {err}"}
-    return metrics.get("status", "unknown"), metrics
+    metrics = run.read_metrics()
+    if metrics is None:
+        return "unreadable", {"error": "metrics.json is not a JSON object"}
+    return str(metrics.get("status", "unknown")), metrics
 
 
 def collect(sweep: Path) -> list[dict[str, Any]]:
     """One record per job folder: number, overrides as a dict, status, final metrics."""
     if not sweep.is_dir():
         raise ConfigError(f"sweep folder {str(sweep)!r} does not exist")
+    if (sweep / ".hydra" / "overrides.yaml").is_file() and not (sweep / "multirun.yaml").is_file():
+        raise ConfigError(f"{sweep} is the folder of a single run, not of a sweep: the report "
+                          "reads a sweep folder (outputs/multiruns/DATE/TIME)")
     jobs = []
     def job_order(path: Path) -> list:  # 0, 1, 2, ..., 10 (the sweep's own order), not 0, 1, 10
         return [(0, int(p), "") if p.isdigit() else (1, 0, p)
@@ -105,7 +114,7 @@ def aggregate(jobs: list[dict], group_keys: list[str]) -> list[dict[str, Any]]:
                 continue
             vals = np.array([m["final"][name] for m in done if name in m["final"]], dtype=float)
             row[f"{name} mean"] = float(np.mean(vals))
-            row[f"{name} std"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+            row[f"{name} std"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else None
         row["_members"] = members
         rows.append(row)
     return rows
@@ -115,6 +124,14 @@ def _fmt(x: Any) -> str:
     if isinstance(x, float):
         return "nan" if math.isnan(x) else f"{x:.4g}"
     return str(x)
+
+
+def _cell(row: dict, metric: str) -> str:
+    """``mean ± std``, or the value alone when one job completed (no std to show)."""
+    if f"{metric} mean" not in row:
+        return "–"
+    std = row[f"{metric} std"]
+    return _fmt(row[f"{metric} mean"]) + ("" if std is None else f" ± {_fmt(std)}")
 
 
 def write_report(sweep: Path, metric: str | None = None, columns: list[str] | None = None) -> Path:
@@ -149,15 +166,15 @@ def write_report(sweep: Path, metric: str | None = None, columns: list[str] | No
         w = csv.writer(f)
         w.writerow(cols)
         for r in rows:
-            w.writerow([r.get(c, "") for c in cols])
+            w.writerow(["" if r.get(c) is None else r.get(c, "") for c in cols])
     lines = [f"# Sweep report: {sweep}", "",
-             f"{len(jobs)} jobs; swept: {', '.join(keys) or '(nothing)'}; mean ± std over seeds.", "",
+             f"{len(jobs)} jobs; swept: {', '.join(keys) or '(nothing)'}; mean ± std over seeds "
+             "(a value alone: one completed job).", "",
              "| " + " | ".join([*group_keys, "completed", *text_cols, *shown]) + " |",
              "|" + "---|" * (len(group_keys) + 1 + len(text_cols) + len(shown))]
     for r in rows:
         cells = [str(r[k]) for k in group_keys] + [r["completed"]] + [r.get(c, "–") for c in text_cols]
-        for m in shown:
-            cells.append(f"{_fmt(r[m + ' mean'])} ± {_fmt(r[m + ' std'])}" if m + " mean" in r else "–")
+        cells += [_cell(r, m) for m in shown]
         lines.append("| " + " | ".join(cells) + " |")
     problems = [j for j in jobs if j["status"] != "completed"]
     if problems:
@@ -175,85 +192,43 @@ def _label(row: dict, keys: list[str]) -> str:
 
 
 def _figures(sweep: Path, out: Path, rows: list[dict], keys: list[str], primary: str) -> None:
-    from imf_exp.plots import _image_tile, image_side, plt
+    from imf_exp import plots
 
     with_metric = [r for r in rows if f"{primary} mean" in r]
-    fig, ax = plt.subplots(figsize=(max(4, 1.3 * len(rows) + 1), 3.8))
-    if with_metric:
-        x = np.arange(len(with_metric))
-        ax.errorbar(x, [r[f"{primary} mean"] for r in with_metric],
-                    yerr=[r[f"{primary} std"] for r in with_metric], fmt="o", capsize=4)
-        ax.set_xticks(x, [_label(r, keys) for r in with_metric], fontsize=7)
-    ax.set_ylabel(primary)
-    ax.grid(alpha=0.3)
-    ax.set_title(f"{primary}: mean ± std over seeds", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out / "metric.png", dpi=110)
-    plt.close(fig)
-
+    plots.plot_errorbars([_label(r, keys) for r in with_metric],
+                         [r[f"{primary} mean"] for r in with_metric],
+                         [r[f"{primary} std"] or 0.0 for r in with_metric], out / "metric.png",
+                         ylabel=primary, title=f"{primary}: mean ± std over seeds")
     sampler = primary.split("/")[0]
-    panels = []
+    cells, side = [], None
     for r in rows:
         done = [m for m in r["_members"] if m["status"] == "completed"]
         own = (done[0]["final"].get(f"{OWN}/sampler", sampler) if sampler == OWN else sampler) if done else sampler
-        path = sweep / done[0]["job"] / "samples" / f"{own}.npz" if done else None
-        pts = None
-        if path and path.exists():
-            with np.load(path) as z:  # images are shown in native pixel values
-                pts = z["native" if image_side(z["standardized"].shape[1]) else "standardized"]
-        panels.append((r, pts))
-    n = len(panels)
-    cols = min(n, 4)
-    nrows = math.ceil(n / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(3 * cols, 3.2 * nrows), squeeze=False)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    for ax, (r, pts) in zip(axes.flat, panels):
-        if pts is None:
-            ax.text(0.5, 0.5, "no completed job", ha="center", va="center", transform=ax.transAxes)
-        elif image_side(pts.shape[1]):  # images: a mosaic of the first 25
-            side = image_side(pts.shape[1])
-            ax.imshow(_image_tile(pts[:25], (side, side), 5), cmap="gray_r")
-        else:
-            ax.scatter(pts[:, 0], pts[:, 1], s=1, alpha=0.5, lw=0)
-            ax.set_xlim(-3, 3)
-            ax.set_ylim(-3, 3)
-            ax.set_aspect("equal")
-        ax.set_title(_label(r, keys), fontsize=7)
+        loaded = RunDir(sweep / done[0]["job"]).load_samples(own) if done else None
+        if loaded is None:
+            cells.append((_label(r, keys) + "\n(no completed job)", None))
+            continue
+        side = side or plots.image_side(loaded["standardized"].shape[1])
+        cells.append((_label(r, keys), loaded["native" if side else "standardized"]))
     what = "each row's primary sampler" if sampler == OWN else sampler
-    fig.suptitle(f"{what}: samples of the first completed seed", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out / "samples.png", dpi=100)
-    plt.close(fig)
+    plots.plot_grid([cells], out / "samples.png", f"{what}: samples of the first completed seed",
+                    side=side, cols=min(len(cells), 4))
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
-        print("usage: python -m imf_exp.report SWEEP_DIR [metric=nfe1/w2_ratio] "
-              "[columns=NAME,NAME,...]", file=sys.stderr)
-        return 2
-    metric = columns = None
-    for item in argv[1:]:
-        key, sep, value = item.partition("=")
-        if key not in ("metric", "columns") or not sep:
-            print(f"Error: unknown argument {item!r}: expected metric=NAME or columns=NAME,NAME",
-                  file=sys.stderr)
-            return 2
-        if key == "metric":
-            metric = value
-        else:
-            columns = [c for c in value.split(",") if c]
-    try:
-        out = write_report(Path(argv[0]), metric, columns)
-    except ConfigError as err:
-        print(f"Error: {err}", file=sys.stderr)
-        return 2
+def report(cfg: DictConfig) -> Path:
+    """Write the report of the sweep folder ``cfg.sweep``; print its table."""
+    out = write_report(Path(cfg.sweep), cfg.metric, list(cfg.columns) if cfg.columns else None)
     print((out / "table.md").read_text())
     print(f"wrote {out}/table.md, table.csv, jobs.csv, metric.png, samples.png")
-    return 0
+    return out
+
+
+main = hydra_app("report", report)
+
+
+def cli(argv: list[str] | None = None) -> None:
+    run_app(main, "report", argv, positional="sweep", lists=("columns",))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()

@@ -24,7 +24,8 @@ from imf_exp.errors import check
 ODE_METHODS = ("euler", "midpoint")
 
 
-def _full(z: torch.Tensor, value: float) -> torch.Tensor:
+def full_time(z: torch.Tensor, value: float) -> torch.Tensor:
+    """A time ``(B,)`` of ``value`` for the batch ``z``, on its device and dtype."""
     return torch.full((z.shape[0],), value, device=z.device, dtype=z.dtype)
 
 
@@ -39,7 +40,7 @@ def sample_average(model: nn.Module, z1: torch.Tensor, nfe: int = 1, cond=None) 
     z, kw = z1, _cond_kwargs(cond)
     for i in range(nfe):
         t_hi, t_lo = 1.0 - i / nfe, 1.0 - (i + 1) / nfe
-        z = z - (t_hi - t_lo) * model(z, _full(z, t_lo), _full(z, t_hi), **kw)
+        z = z - (t_hi - t_lo) * model(z, full_time(z, t_lo), full_time(z, t_hi), **kw)
     return z
 
 
@@ -63,9 +64,9 @@ def sample_ode(velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], z
     z, h = z1, 1.0 / steps
     for i in range(steps):
         t = 1.0 - i * h
-        v = velocity(z, _full(z, t))
+        v = velocity(z, full_time(z, t))
         if method == "midpoint":
-            v = velocity(z - 0.5 * h * v, _full(z, t - 0.5 * h))
+            v = velocity(z - 0.5 * h * v, full_time(z, t - 0.5 * h))
         z = z - h * v
     return z
 

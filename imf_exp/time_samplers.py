@@ -10,11 +10,12 @@ from abc import ABC, abstractmethod
 
 import torch
 
+from imf_exp.config import LogitNormalTimeConfig, UniformTimeConfig, default
 from imf_exp.errors import check
 
 
 class TimeSampler(ABC):
-    def __init__(self, p_equal: float = 0.5) -> None:
+    def __init__(self, p_equal: float = default(UniformTimeConfig, "p_equal")) -> None:
         check(0.0 <= p_equal <= 1.0, "time_sampler.p_equal", p_equal, "a number in [0, 1]")
         self.p_equal = float(p_equal)
 
@@ -40,7 +41,9 @@ class UniformTimeSampler(TimeSampler):
 class LogitNormalTimeSampler(TimeSampler):
     """Base distribution ``sigmoid(N(mu, sigma^2))`` (MeanFlow/iMF: ``mu=-0.4, sigma=1``)."""
 
-    def __init__(self, mu: float = -0.4, sigma: float = 1.0, p_equal: float = 0.5) -> None:
+    def __init__(self, mu: float = default(LogitNormalTimeConfig, "mu"),
+                 sigma: float = default(LogitNormalTimeConfig, "sigma"),
+                 p_equal: float = default(LogitNormalTimeConfig, "p_equal")) -> None:
         super().__init__(p_equal)
         check(sigma > 0, "time_sampler.sigma", sigma, "a number > 0")
         self.mu, self.sigma = float(mu), float(sigma)

@@ -1,20 +1,18 @@
 import pytest
 import torch
-import yaml
 
 from imf_exp.data import Circles, Dataset, Moons, as_dataset
 from imf_exp.errors import ConfigError
-from tests.conftest import CONF
 
 DATASETS = ["moons", "circles", "eight_gaussians", "checkerboard", "swissroll", "spirals"]
 
 
 def build(name):
-    from hydra.utils import instantiate
+    """The dataset option as the config builds it (its fixed statistics from the schema)."""
+    from imf_exp.build import build as build_parts
+    from tests.conftest import compose_cfg
 
-    node = yaml.safe_load((CONF / "dataset" / f"{name}.yaml").read_text())
-    node.pop("defaults")
-    return instantiate(node)
+    return build_parts(compose_cfg([f"dataset={name}"])).dataset
 
 
 @pytest.mark.parametrize("name", DATASETS)

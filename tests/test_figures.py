@@ -7,7 +7,6 @@ import time
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 
 from imf_exp.data.base import Dataset
@@ -76,33 +75,31 @@ class Shrink(nn.Module):
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    from tests.conftest import ROOT, run_cli
+    from tests.conftest import train_in_process
 
-    run_dir = tmp_path_factory.mktemp("figures") / "run"
-    proc = run_cli(["-m", "imf_exp.train", f"hydra.run.dir={run_dir}", *RUN], cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return run_dir
+    return train_in_process(RUN, tmp_path_factory.mktemp("figures") / "run")
 
 
 @pytest.fixture(scope="module")
 def loaded(run_dir):
-    from imf_exp.sample import load_run
+    from imf_exp.run_dir import RunDir
 
-    _, parts, model, _ = load_run(run_dir, "ema", "cpu")
-    return model, parts["dataset"], parts["objective"].sampling
+    run = RunDir(run_dir).load("ema", "cpu")
+    return run.model, run.parts.dataset, run.parts.objective.sampling
 
 
 @pytest.mark.slow  # trains the module's run folder once (about 6 s)
-def test_cli_writes_four_pngs_and_prints_them(run_dir, tmp_path):
+def test_cli_writes_every_png_and_prints_them(run_dir, tmp_path):
     from tests.conftest import ROOT, run_cli
 
     out = tmp_path / "figs"
     proc = run_cli(["-m", "imf_exp.figures", str(run_dir), f"out={out}"], cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for name in ("fields", "transport", "training", "samplers"):
+    for name in ("samples", "loss", "fields", "transport", "training", "samplers"):
         path = out / f"{name}.png"
         assert str(path) in proc.stdout, (name, proc.stdout)
         assert_plausible_png(path)
+    assert not (run_dir / ".hydra").exists() and not (ROOT / ".hydra").exists()
     width, height = png_size(out / "fields.png")
     assert width > 1.5 * height  # 4 (r, t) columns, u and v rows
 
@@ -116,7 +113,7 @@ def test_make_figures_is_fast_and_defaults_into_the_run_folder(run_dir, loaded):
     start = time.perf_counter()
     written = make_figures(run_dir, model=model, dataset=dataset, sampling=sampling)
     seconds = time.perf_counter() - start
-    assert set(written) == {"fields", "transport", "training", "samplers"}
+    assert set(written) == {"samples", "loss", "fields", "transport", "training", "samplers"}
     assert all(p.parent == run_dir / "figures" and p.is_file() for p in written.values())
     assert seconds < 10, f"make_figures took {seconds:.1f} s (budget about 5 s)"
     assert not model.training  # left in eval mode, as it came
@@ -137,18 +134,18 @@ def test_make_figures_skips_what_does_not_apply(tmp_path, loaded):
 
 @pytest.mark.slow  # trains the module's run folder once (about 6 s)
 def test_cli_errors_name_the_argument(tmp_path, run_dir, capsys):
-    from imf_exp.figures import main
+    from imf_exp.figures import cli
+    from tests.conftest import run_in_process
 
     missing = tmp_path / "no_such_run"
-    assert main([str(missing)]) == 2
-    assert str(missing) in capsys.readouterr().err
-    assert main([str(run_dir), "colour=red"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("Error: ") and "'colour=red'" in err and "out" in err
-    assert main([]) == 2
-    assert "usage" in capsys.readouterr().err
-    assert main([str(tmp_path)]) == 2  # a folder that is not a run folder
-    assert "config.yaml" in capsys.readouterr().err
+    code, _, err = run_in_process(cli, [str(missing)], capsys)
+    assert code == 2 and str(missing) in err
+    code, _, err = run_in_process(cli, [str(run_dir), "colour=red"], capsys)
+    assert code == 2 and err.startswith("Error: ") and "colour=red" in err and "out" in err
+    code, _, err = run_in_process(cli, [], capsys)
+    assert code == 2 and "run" in err  # no run folder given
+    code, _, err = run_in_process(cli, [str(tmp_path)], capsys)  # not a run folder
+    assert code == 2 and "config.yaml" in err
     assert not (tmp_path / "figures").exists()
 
 
@@ -203,11 +200,12 @@ def test_transport_and_fields_draw_any_2d_model(tmp_path):
 
 @pytest.mark.slow  # trains the module's run folder once (about 6 s)
 def test_eval_step_files_follow_eval_every(run_dir):
-    from imf_exp.figures import eval_step_files, training_panels
+    from imf_exp.figures import training_panels
+    from imf_exp.run_dir import RunDir
 
-    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    cfg = RunDir(run_dir).saved_config()
     every, steps = cfg.trainer.eval_every, cfg.trainer.steps
-    files = eval_step_files(run_dir)
+    files = RunDir(run_dir).eval_step_files()
     assert [s for s, _ in files] == list(range(every, steps + 1, every))
     assert all(p.name == f"step{s:07d}_nfe1.npz" for s, p in files)
     ratios = {e["step"]: e["nfe1/w2_ratio"]
@@ -232,13 +230,14 @@ def fake_run(folder, dim, steps, samplers=("nfe1",)):
 
 
 def test_eval_step_files_sorts_by_step_and_keeps_one_sampler(tmp_path):
-    from imf_exp.figures import eval_step_files, training_panels
+    from imf_exp.figures import training_panels
+    from imf_exp.run_dir import RunDir
 
     run = fake_run(tmp_path / "run", 2, [50, 100, 1000, 12000], samplers=("nfe1", "ode100"))
-    assert [s for s, _ in eval_step_files(run)] == [50, 100, 1000, 12000]
-    assert {p.name.split("_")[1] for _, p in eval_step_files(run)} == {"nfe1.npz"}
-    assert {p.name.split("_")[1] for _, p in eval_step_files(run, "ode100")} == {"ode100.npz"}
-    assert eval_step_files(tmp_path / "nothing") == []
+    assert [s for s, _ in RunDir(run).eval_step_files()] == [50, 100, 1000, 12000]
+    assert {p.name.split("_")[1] for _, p in RunDir(run).eval_step_files()} == {"nfe1.npz"}
+    assert {p.name.split("_")[1] for _, p in RunDir(run).eval_step_files("ode100")} == {"ode100.npz"}
+    assert RunDir(tmp_path / "nothing").eval_step_files() == []
     # a long run: at most max_panels panels, first and last kept; titles without metrics.json
     many = fake_run(tmp_path / "many", 2, list(range(10, 401, 10)))
     panels = training_panels(many, max_panels=6)

@@ -204,16 +204,14 @@ GUIDED = ["dataset=moons", "guidance=cfg", "trainer.steps=600", "trainer.batch_s
 def test_larger_omega_moves_samples_away_from_the_other_class(tmp_path, mode):
     """Measured on a trained two-class model: the mean distance from one-step samples asked for
     class c to the nearest reference point of the other class grows with omega."""
-    from imf_exp.sample import load_run
-    from tests.conftest import ROOT, run_cli
+    from imf_exp.run_dir import RunDir
+    from tests.conftest import train_in_process
 
-    run_dir = tmp_path / mode
-    proc = run_cli(["-m", "imf_exp.train", *GUIDED, f"boundary_mode={mode}",
-                    f"hydra.run.dir={run_dir}"], cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    _, parts, model, _ = load_run(run_dir, device="cpu")
+    run_dir = train_in_process([*GUIDED, f"boundary_mode={mode}"], tmp_path / mode)
+    run = RunDir(run_dir).load(device="cpu")
+    model = run.model
     g = torch.Generator().manual_seed(5)
-    ref, ref_y = parts["dataset"].sample(4000, g)
+    ref, ref_y = run.parts.dataset.sample(4000, g)
     z1 = torch.randn(2000, 2, generator=g)
     distance = {}
     for w in (1.0, 2.0, 4.0):
@@ -235,8 +233,7 @@ def test_larger_omega_moves_samples_away_from_the_other_class(tmp_path, mode):
 def test_compiled_guided_loss_matches_eager(aux_head):
     """The guided iMF loss under torch.compile (the condition passed as a NamedTuple of tensors):
     same loss and gradients as eager to float32 rounding, in one graph (no graph break)."""
-    from imf_exp.bench import own_code
-    from imf_exp.compile import compile_loss
+    from imf_exp.compile import compile_loss, own_code
 
     torch.manual_seed(0)
     model = MLP(2, width=16, depth=1, embedding_dim=8, aux_head=aux_head, num_classes=K)

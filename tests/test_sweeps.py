@@ -87,7 +87,10 @@ def test_failed_job_is_recorded_and_sweep_goes_on(tmp_path):
 @pytest.mark.slow
 def test_wandb_offline_runs_read_back(tmp_path):
     sweep = tmp_path / "sweep"
-    multirun(sweep, "logger=wandb", "seed=0,1", env={"WANDB_MODE": "", "WANDB_API_KEY": ""})
+    home_cache = tmp_path / "home_cache"  # the user's cache folder: W&B must write nothing there
+    multirun(sweep, "logger=wandb", "seed=0,1",
+             env={"WANDB_MODE": "", "WANDB_API_KEY": "", "XDG_CACHE_HOME": str(home_cache)})
+    assert not (home_cache / "wandb").exists()
     group = f"{sweep.parent.name}_{sweep.name}"
     for job, m in job_metrics(sweep).items():
         run_dirs = list((sweep / str(job) / "wandb").glob("offline-run-*"))

@@ -50,6 +50,7 @@ class Dataset(ABC):
             raise ConfigError(f"dataset.std={list(std)} is not allowed: every entry must be > 0")
         self.mean = torch.tensor([float(m) for m in mean], dtype=torch.float64)
         self.std = torch.tensor([float(s) for s in std], dtype=torch.float64)
+        self._stats: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
     def name(self) -> str:
@@ -85,14 +86,21 @@ class Dataset(ABC):
         """Two reference sets whose W2 is the sampling floor: two fresh draws of ``n`` points."""
         return self.sample(n, generator)[0], self.sample(n, generator)[0]
 
+    def statistics(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mean, std)`` on ``device`` in ``dtype``, copied there once: a training step never
+        copies them from the host again (a host-to-device copy would synchronize the stream)."""
+        key = (device, dtype)
+        if key not in self._stats:
+            self._stats[key] = (self.mean.to(device=device, dtype=dtype),
+                                self.std.to(device=device, dtype=dtype))
+        return self._stats[key]
+
     def standardize(self, x: torch.Tensor) -> torch.Tensor:
-        mean = self.mean.to(device=x.device, dtype=x.dtype)
-        std = self.std.to(device=x.device, dtype=x.dtype)
+        mean, std = self.statistics(x.device, x.dtype)
         return (x - mean) / std
 
     def destandardize(self, x: torch.Tensor) -> torch.Tensor:
-        mean = self.mean.to(device=x.device, dtype=x.dtype)
-        std = self.std.to(device=x.device, dtype=x.dtype)
+        mean, std = self.statistics(x.device, x.dtype)
         return x * std + mean
 
 

@@ -7,7 +7,8 @@ are), not per pixel: a few border pixels are zero in almost every image. ``jitte
 uniform dequantization noise of that width (pixel units) to training draws.
 
 Evaluation uses the held-out images as the reference set, and a random subset of the training
-images of the same size for the floor (see :meth:`eval_reference`, :meth:`floor_pair`).
+images of the same size for the floor (see :meth:`eval_reference`, :meth:`floor_pair`); a
+classifier trained on :meth:`labelled_train` scores the samples (``imf_exp.metrics``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from imf_exp.config import DigitsConfig, default
 from imf_exp.data.base import Dataset
 from imf_exp.errors import check
 
@@ -41,7 +43,9 @@ class Digits(Dataset):
     dim = 64
     num_classes = 10
 
-    def __init__(self, holdout: int = 500, jitter: float = 0.0, split_seed: int = 0,
+    def __init__(self, holdout: int = default(DigitsConfig, "holdout"),
+                 jitter: float = default(DigitsConfig, "jitter"),
+                 split_seed: int = default(DigitsConfig, "split_seed"),
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
         check(100 <= holdout <= N_IMAGES - 500, "dataset.holdout", holdout,
               f"an int in [100, {N_IMAGES - 500}]")
@@ -81,15 +85,9 @@ class Digits(Dataset):
         """All training images (standardized) and labels: what the evaluation classifier learns."""
         return self.standardize(self.train_x), self.train_y
 
-    def classifier(self):
-        """The evaluation probe trained on :meth:`labelled_train` (cached per split and
-        standardization, so every evaluator of a process shares one)."""
-        return _probe(self.split_seed, self.holdout, tuple(self.mean.tolist()), tuple(self.std.tolist()))
-
-
-@lru_cache(maxsize=4)
-def _probe(split_seed: int, holdout: int, mean: tuple, std: tuple):
-    from imf_exp.metrics import ClassifierProbe
-
-    digits = Digits(holdout=holdout, split_seed=split_seed, mean=mean, std=std)
-    return ClassifierProbe(*digits.labelled_train())
+    @property
+    def probe_key(self) -> tuple:
+        """What the evaluation classifier depends on (split and standardization): evaluators
+        that share it share one classifier (see :func:`imf_exp.metrics.classifier_probe`)."""
+        return ("digits", self.split_seed, self.holdout, tuple(self.mean.tolist()),
+                tuple(self.std.tolist()))

@@ -12,6 +12,15 @@ from collections.abc import Sequence
 
 import torch
 
+from imf_exp.config import (
+    CheckerboardConfig,
+    CirclesConfig,
+    EightGaussiansConfig,
+    MoonsConfig,
+    SpiralsConfig,
+    SwissRollConfig,
+    default,
+)
 from imf_exp.data.base import Dataset
 from imf_exp.errors import check
 
@@ -33,8 +42,8 @@ class Moons(Dataset):
 
     num_classes = 2
 
-    def __init__(self, noise: float = 0.05, mean: Sequence[float] | None = None,
-                 std: Sequence[float] | None = None) -> None:
+    def __init__(self, noise: float = default(MoonsConfig, "noise"),
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
         check(noise >= 0, "dataset.noise", noise, "a number >= 0")
         self.noise = float(noise)
         super().__init__(mean, std)
@@ -53,7 +62,8 @@ class Circles(Dataset):
 
     num_classes = 2
 
-    def __init__(self, factor: float = 0.5, noise: float = 0.05,
+    def __init__(self, factor: float = default(CirclesConfig, "factor"),
+                 noise: float = default(CirclesConfig, "noise"),
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
         check(0 < factor < 1, "dataset.factor", factor, "a number in (0, 1)")
         check(noise >= 0, "dataset.noise", noise, "a number >= 0")
@@ -73,7 +83,8 @@ class EightGaussians(Dataset):
 
     num_classes = 8
 
-    def __init__(self, radius: float = 2.0, component_std: float = 0.2,
+    def __init__(self, radius: float = default(EightGaussiansConfig, "radius"),
+                 component_std: float = default(EightGaussiansConfig, "component_std"),
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
         check(radius > 0, "dataset.radius", radius, "a number > 0")
         check(component_std > 0, "dataset.component_std", component_std, "a number > 0")
@@ -90,7 +101,8 @@ class EightGaussians(Dataset):
 class Checkerboard(Dataset):
     """Uniform density on the dark squares of a ``squares`` x ``squares`` board of side ``size``."""
 
-    def __init__(self, squares: int = 4, size: float = 4.0,
+    def __init__(self, squares: int = default(CheckerboardConfig, "squares"),
+                 size: float = default(CheckerboardConfig, "size"),
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
         check(squares >= 2 and squares % 2 == 0, "dataset.squares", squares, "an even int >= 2")
         check(size > 0, "dataset.size", size, "a number > 0")
@@ -108,8 +120,8 @@ class Checkerboard(Dataset):
 class SwissRoll(Dataset):
     """The 2-D swiss roll ``s (cos s, sin s)``, ``s = 1.5 pi (1 + 2 u)``, plus jitter."""
 
-    def __init__(self, noise: float = 0.5, mean: Sequence[float] | None = None,
-                 std: Sequence[float] | None = None) -> None:
+    def __init__(self, noise: float = default(SwissRollConfig, "noise"),
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
         check(noise >= 0, "dataset.noise", noise, "a number >= 0")
         self.noise = float(noise)
         super().__init__(mean, std)
@@ -125,7 +137,8 @@ class Spirals(Dataset):
 
     num_classes = 2
 
-    def __init__(self, turns: float = 1.5, noise: float = 0.1,
+    def __init__(self, turns: float = default(SpiralsConfig, "turns"),
+                 noise: float = default(SpiralsConfig, "noise"),
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
         check(turns > 0, "dataset.turns", turns, "a number > 0")
         check(noise >= 0, "dataset.noise", noise, "a number >= 0")

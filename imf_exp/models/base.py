@@ -17,6 +17,8 @@ from abc import ABC, abstractmethod
 import torch
 from torch import nn
 
+from imf_exp.condition import Condition
+from imf_exp.config import MLPConfig, default
 from imf_exp.errors import ConfigError, check
 from imf_exp.models.embeddings import ConditionFeatures, TimeFeatures
 
@@ -32,12 +34,15 @@ def make_activation(name: str) -> nn.Module:
 class AverageVelocityModel(nn.Module, ABC):
     """Base: time features, an output head for ``u`` and an optional auxiliary ``v`` head."""
 
-    def __init__(self, dim: int, width: int, depth: int, activation: str = "silu",
-                 time_input: str = "t,t-r", embedding: str = "sinusoidal",
-                 embedding_dim: int = 64, embedding_scale: float = 1.0,
-                 max_period: float = 10000.0, input_fourier: int = 0,
-                 input_fourier_scale: float = 1.0, aux_head: bool = False,
-                 num_classes: int = 0) -> None:
+    def __init__(self, dim: int, width: int, depth: int,
+                 activation: str = default(MLPConfig, "activation"),
+                 time_input: str = default(MLPConfig, "time_input"),
+                 embedding: str = default(MLPConfig, "embedding"),
+                 embedding_dim: int = default(MLPConfig, "embedding_dim"),
+                 embedding_scale: float = default(MLPConfig, "embedding_scale"),
+                 max_period: float = default(MLPConfig, "max_period"), input_fourier: int = 0,
+                 input_fourier_scale: float = default(MLPConfig, "input_fourier_scale"),
+                 aux_head: bool = False, num_classes: int = 0) -> None:
         super().__init__()
         check(isinstance(dim, int) and dim >= 1, "model.dim", dim, "an int >= 1 (set by the dataset)")
         check(width >= 1, "model.width", width, "an int >= 1")
@@ -80,7 +85,8 @@ class AverageVelocityModel(nn.Module, ABC):
                 f"model expects r and t of shape ({z.shape[0]},); got {tuple(r.shape)} and {tuple(t.shape)}"
             )
 
-    def conditioning(self, r: torch.Tensor, t: torch.Tensor, cond=None) -> torch.Tensor:
+    def conditioning(self, r: torch.Tensor, t: torch.Tensor, cond: Condition | None = None
+                     ) -> torch.Tensor:
         """Time features, and the guidance features when the model is conditional."""
         feats = self.time(r, t)
         if self.condition is None:
@@ -88,9 +94,7 @@ class AverageVelocityModel(nn.Module, ABC):
                 raise ConfigError("this model is unconditional (guidance=none) but got a condition")
             return feats
         if cond is None:  # unconditional query of a conditional model
-            from imf_exp.objectives.guidance import Condition
-
-            cond = Condition.build(torch.full_like(t, self.num_classes, dtype=torch.long))
+            cond = Condition.null(t, self.num_classes)
         return torch.cat([feats, self.condition(cond)], dim=-1)
 
     def forward(self, z: torch.Tensor, r: torch.Tensor, t: torch.Tensor, cond=None) -> torch.Tensor:

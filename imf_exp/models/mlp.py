@@ -5,13 +5,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from imf_exp.config import MLPConfig, default
 from imf_exp.models.base import AverageVelocityModel, make_activation
 
 
 class MLP(AverageVelocityModel):
     """``depth`` hidden layers of ``width`` units on the concatenation of ``z`` and time features."""
 
-    def __init__(self, dim: int, width: int = 256, depth: int = 4, **kwargs) -> None:
+    def __init__(self, dim: int, width: int = default(MLPConfig, "width"),
+                 depth: int = default(MLPConfig, "depth"), **kwargs) -> None:
         super().__init__(dim, width, depth, **kwargs)
         layers: list[nn.Module] = []
         fan_in = self.in_dim + self.cond_dim

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from imf_exp.config import ResMLPConfig, default
 from imf_exp.models.base import AverageVelocityModel, make_activation
 
 
@@ -32,8 +33,9 @@ class _Block(nn.Module):
 class ResMLP(AverageVelocityModel):
     """``depth`` residual blocks of ``width`` units (hidden ``expansion * width``), adaLN time conditioning."""
 
-    def __init__(self, dim: int, width: int = 256, depth: int = 4, expansion: int = 2,
-                 **kwargs) -> None:
+    def __init__(self, dim: int, width: int = default(ResMLPConfig, "width"),
+                 depth: int = default(ResMLPConfig, "depth"),
+                 expansion: int = default(ResMLPConfig, "expansion"), **kwargs) -> None:
         super().__init__(dim, width, depth, **kwargs)
         self.inp = nn.Linear(self.in_dim, width)
         self.cond = nn.Sequential(nn.Linear(self.cond_dim, width), make_activation(self.act_name),

@@ -14,6 +14,7 @@ from torch import nn
 from torch.func import jvp
 
 from imf_exp.boundary import BoundaryMode
+from imf_exp.config import IMFConfig, default
 from imf_exp.errors import check
 from imf_exp.objectives.weighting import adaptive_metric
 
@@ -46,13 +47,27 @@ class Objective(ABC):
     #: ``"average"`` (k-NFE average-velocity steps) or ``"ode"`` (ODE on ``v``)
     sampling: str = "average"
 
-    def __init__(self, norm_p: float = 1.0, norm_eps: float = 0.01) -> None:
+    def __init__(self, norm_p: float = default(IMFConfig, "norm_p"),
+                 norm_eps: float = default(IMFConfig, "norm_eps")) -> None:
         check(norm_p >= 0, "objective.norm_p", norm_p, "a number >= 0")
         check(norm_eps > 0, "objective.norm_eps", norm_eps, "a number > 0")
         self.norm_p, self.norm_eps = float(norm_p), float(norm_eps)
 
     def metric(self, delta: torch.Tensor) -> torch.Tensor:
         return adaptive_metric(delta, self.norm_p, self.norm_eps)
+
+    def with_aux_term(self, loss_u: torch.Tensor, boundary: BoundaryMode, v_theta: torch.Tensor | None,
+                      v_tgt: torch.Tensor) -> tuple[torch.Tensor, Logs]:
+        """``loss_u``, plus ``aux_weight * metric(v_theta - v_tgt)`` in ``aux_head`` mode (the
+        auxiliary head's own flow-matching term); with the detached logs of each term."""
+        logs = {"loss_u": loss_u.detach()}
+        loss = loss_u
+        if boundary.aux_head:
+            loss_v = self.metric(v_theta - v_tgt)
+            logs["loss_v"] = loss_v.detach()
+            loss = loss + boundary.aux_weight * loss_v
+        logs["loss"] = loss.detach()
+        return loss, logs
 
     @abstractmethod
     def __call__(self, model: nn.Module, x: torch.Tensor, e: torch.Tensor, r: torch.Tensor,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from imf_exp.config import FlowMatchingConfig, default
 from imf_exp.objectives.base import Objective, interpolate
 from imf_exp.objectives.guidance import guided_velocity
 
@@ -10,6 +11,10 @@ class FlowMatching(Objective):
     """``loss = metric(v_theta(z, t) - (e - x))`` (or ``- v_g``, guided); ``r`` is ignored."""
 
     sampling = "ode"
+
+    def __init__(self, norm_p: float = default(FlowMatchingConfig, "norm_p"),
+                 norm_eps: float = default(FlowMatchingConfig, "norm_eps")) -> None:
+        super().__init__(norm_p, norm_eps)
 
     def __call__(self, model, x, e, r, t, boundary, cond=None):
         z, v = interpolate(x, e, t)

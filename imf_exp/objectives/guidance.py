@@ -32,51 +32,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import torch
 
+from imf_exp.condition import Condition
+from imf_exp.config import CFGConfig, default
 from imf_exp.errors import ConfigError, check
 
-
-class Condition(NamedTuple):
-    """Per-example conditioning, each ``(B,)``: labels (long; ``K`` = null), ``omega``, interval."""
-
-    labels: torch.Tensor
-    omega: torch.Tensor
-    t_lo: torch.Tensor
-    t_hi: torch.Tensor
-
-    @staticmethod
-    def build(labels: torch.Tensor, omega: float | torch.Tensor = 1.0,
-              interval: Sequence[float] = (0.0, 1.0)) -> Condition:
-        """Inference conditioning: the same ``omega`` and interval for every example."""
-        labels = torch.as_tensor(labels, dtype=torch.long)
-        n, dev = labels.shape[0], labels.device
-        lo, hi = float(interval[0]), float(interval[1])
-        check(0.0 <= lo <= hi <= 1.0, "interval", [lo, hi], "two numbers 0 <= t_lo <= t_hi <= 1")
-        omega = torch.as_tensor(omega, dtype=torch.float32, device=dev).expand(n).clone()
-        check(bool((omega >= 1).all()), "omega", omega[0].item(), "a number >= 1")
-        return Condition(labels, omega, torch.full((n,), lo, device=dev),
-                         torch.full((n,), hi, device=dev))
-
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Condition:
-        f = (lambda x: x.to(device=device, dtype=dtype)) if dtype else (lambda x: x.to(device))
-        return Condition(self.labels.to(device), f(self.omega), f(self.t_lo), f(self.t_hi))
-
-    def effective_omega(self, t: torch.Tensor) -> torch.Tensor:
-        """``omega`` where ``t_lo <= t <= t_hi``, else 1."""
-        inside = (t >= self.t_lo) & (t <= self.t_hi)
-        return torch.where(inside, self.omega, torch.ones_like(self.omega))
-
-    def velocity_condition(self, omega: torch.Tensor | None = None) -> Condition:
-        """The condition of an instantaneous-velocity query: interval ``[0, 1]``."""
-        w = self.omega if omega is None else omega
-        return Condition(self.labels, w, torch.zeros_like(w), torch.ones_like(w))
-
-
-def _cat(a: Condition, b: Condition) -> Condition:
-    return Condition(*(torch.cat([x, y]) for x, y in zip(a, b)))
+__all__ = ["CFG", "Condition", "Guidance", "NoGuidance", "guided_velocity"]
 
 
 class Guidance:
@@ -107,10 +70,13 @@ class CFG(Guidance):
 
     enabled = True
 
-    def __init__(self, p_drop: float = 0.1, omega_max: float = 4.0, beta: float = 1.0,
-                 t_lo_range: Sequence[float] = (0.0, 0.5), t_hi_range: Sequence[float] = (0.5, 1.0),
-                 eval_omega: Sequence[float] = (1.0, 2.0),
-                 eval_interval: Sequence[float] = (0.0, 1.0)) -> None:
+    def __init__(self, p_drop: float = default(CFGConfig, "p_drop"),
+                 omega_max: float = default(CFGConfig, "omega_max"),
+                 beta: float = default(CFGConfig, "beta"),
+                 t_lo_range: Sequence[float] = default(CFGConfig, "t_lo_range"),
+                 t_hi_range: Sequence[float] = default(CFGConfig, "t_hi_range"),
+                 eval_omega: Sequence[float] = default(CFGConfig, "eval_omega"),
+                 eval_interval: Sequence[float] = default(CFGConfig, "eval_interval")) -> None:
         check(0.0 <= p_drop < 1.0, "guidance.p_drop", p_drop, "a number in [0, 1)")
         check(omega_max >= 1.0, "guidance.omega_max", omega_max, "a number >= 1")
         check(beta >= 0.0, "guidance.beta", beta, "a number >= 0")
@@ -193,7 +159,7 @@ def guided_velocity(model, z: torch.Tensor, t: torch.Tensor, v: torch.Tensor,
             v_u = model.velocity(z, t, u_query)
     else:
         with torch.no_grad():
-            both = model.velocity(torch.cat([z, z]), torch.cat([t, t]), _cat(c_query, u_query))
+            both = model.velocity(torch.cat([z, z]), torch.cat([t, t]), c_query.cat(u_query))
         v_c, v_u = both.chunk(2)
     v_g = v + (1.0 - 1.0 / w)[:, None] * (v_c.detach() - v_u)
     return v_g.detach(), v_c

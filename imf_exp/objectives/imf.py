@@ -34,12 +34,4 @@ class IMF(Objective):
             with torch.no_grad():
                 v_theta = model.velocity(z, t)
         compound, _ = compound_velocity(model, z, r, t, v_theta.detach(), cond)
-        loss_u = self.metric(compound - v_tgt)
-        logs = {"loss_u": loss_u.detach()}
-        loss = loss_u
-        if boundary.aux_head:
-            loss_v = self.metric(v_theta - v_tgt)
-            logs["loss_v"] = loss_v.detach()
-            loss = loss + boundary.aux_weight * loss_v
-        logs["loss"] = loss.detach()
-        return loss, logs
+        return self.with_aux_term(self.metric(compound - v_tgt), boundary, v_theta, v_tgt)

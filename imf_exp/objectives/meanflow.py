@@ -19,12 +19,4 @@ class MeanFlow(Objective):
         v_tgt, v_theta = guided_velocity(model, z, t, v, cond, grad=boundary.aux_head)
         u, dudt = total_derivative(model, z, r, t, v_tgt, cond)
         target = v_tgt - (t - r)[:, None] * dudt
-        loss_u = self.metric(u - target.detach())
-        logs = {"loss_u": loss_u.detach()}
-        loss = loss_u
-        if boundary.aux_head:
-            loss_v = self.metric(v_theta - v_tgt)
-            logs["loss_v"] = loss_v.detach()
-            loss = loss + boundary.aux_weight * loss_v
-        logs["loss"] = loss.detach()
-        return loss, logs
+        return self.with_aux_term(self.metric(u - target.detach()), boundary, v_theta, v_tgt)

@@ -1,4 +1,5 @@
-"""Resume after SIGKILL/SIGTERM, divergence handling, corrupt checkpoints, clobber protection."""
+"""The run folder: resume after SIGKILL/SIGTERM, divergence handling, corrupt checkpoints,
+clobber protection."""
 
 import json
 import os
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from imf_exp.errors import ConfigError
-from imf_exp.trainer import CHECKPOINT, PREVIOUS, load_checkpoint
+from imf_exp.run_dir import CHECKPOINT, PREVIOUS, RunDir
 from tests.conftest import ROOT
 
 TINY = ["trainer.steps=600", "trainer.batch_size=256", "model.width=32", "model.depth=2",
@@ -143,16 +144,16 @@ def test_corrupt_checkpoint_falls_back_to_previous(tmp_path, caplog):
     good = {k: 0 for k in ("model", "ema", "optimizer", "scheduler", "rng", "history", "evals", "config")}
     torch.save({**good, "step": 50}, tmp_path / PREVIOUS)
     torch.save({**good, "step": 100}, tmp_path / CHECKPOINT)
-    assert load_checkpoint(tmp_path)["step"] == 100
+    assert RunDir(tmp_path).load_checkpoint()["step"] == 100
     data = (tmp_path / CHECKPOINT).read_bytes()
     (tmp_path / CHECKPOINT).write_bytes(data[: len(data) // 2])  # truncated
-    state = load_checkpoint(tmp_path)
+    state = RunDir(tmp_path).load_checkpoint()
     assert state["step"] == 50 and state["path"].endswith(PREVIOUS)
     assert "corrupt or truncated" in caplog.text
     (tmp_path / PREVIOUS).write_bytes(b"garbage")
     with pytest.raises(ConfigError, match="no readable checkpoint"):
-        load_checkpoint(tmp_path)
-    assert load_checkpoint(tmp_path / "empty") is None
+        RunDir(tmp_path).load_checkpoint()
+    assert RunDir(tmp_path / "empty").load_checkpoint() is None
 
 
 @pytest.mark.slow
@@ -176,3 +177,43 @@ def test_pooled_guided_run_resumes_to_identical_weights(tmp_path):
     out, err = again.communicate(timeout=600)
     assert again.returncode == 0 and "resumed from" in out, err[-2000:]
     assert same_weights(full, run_dir)
+
+
+def _tiny_run(folder):
+    from tests.conftest import train_in_process
+
+    return train_in_process([*TINY, "trainer.steps=60", "trainer.eval_every=0"], folder)
+
+
+def test_resume_applies_the_keys_that_may_change(tmp_path):
+    """``resume=RUN logger=wandb`` logs the resumed run to W&B (the override is applied, not
+    dropped); keys that would change the trajectory are refused; a run folder whose
+    .hydra/config.yaml was deleted still resumes from the config inside its checkpoint."""
+    from imf_exp.config import to_dict
+    from tests.conftest import compose_cfg
+
+    run = RunDir(_tiny_run(tmp_path / "run"))
+    cfg = compose_cfg([f"resume={run.path}", "logger=wandb", "logger.mode=disabled"])
+    run_cfg, state = run.prepare(cfg, explicit=True, override_keys=["resume", "logger", "logger.mode"])
+    assert run_cfg.logger._target_ == "imf_exp.loggers.WandbLogger" and run_cfg.logger.mode == "disabled"
+    assert run_cfg.trainer.steps == 60 and state["step"] == 60
+    assert to_dict(run_cfg)["model"] == state["config"]["model"]
+    with pytest.raises(ConfigError, match=r"trainer.steps \(60 in the run, 80 now\)"):
+        run.prepare(compose_cfg([f"resume={run.path}", "trainer.steps=80"]), True, ["resume", "trainer.steps"])
+    assert not (run.path / ".hydra").exists()  # an in-process run: the checkpoint holds the config
+    assert run.saved_config().trainer.steps == 60
+
+
+def test_load_rebuilds_the_run_from_its_checkpoint(tmp_path):
+    """``RunDir.load`` (sample, figures) takes the config inside the checkpoint, so a config file
+    written over by another run's refused start cannot pair one run's weights with another's
+    config."""
+    from omegaconf import OmegaConf
+
+    run = RunDir(_tiny_run(tmp_path / "run"))
+    (run.path / ".hydra").mkdir()
+    OmegaConf.save(OmegaConf.create({"dataset": {"_target_": "imf_exp.data.Moons"}}), run.config_path)
+    loaded = run.load("ema", "cpu")
+    assert loaded.parts.dataset.name == "Circles" and loaded.step == 60 and not loaded.model.training
+    with pytest.raises(ConfigError, match="does not exist"):
+        RunDir(tmp_path / "nope").load()
