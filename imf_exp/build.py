@@ -42,7 +42,7 @@ class Parts:
                          self.objective.sampling, self.guidance, eval_cfg.ode_diagnostic)
 
 
-def _build(cfg: DictConfig, key: str, **kwargs) -> Any:
+def instantiate_node(cfg: DictConfig, key: str, **kwargs) -> Any:
     """``instantiate(cfg[key])`` from plain data (Enums as their names), with errors that name
     the key."""
     node = cfg[key]
@@ -63,14 +63,14 @@ def build(cfg: DictConfig) -> Parts:
     """Every object a run needs, built in a fixed order. The model is initialized right after
     ``torch.manual_seed(cfg.seed)``, so a run folder's config rebuilds its initial weights."""
     validate(cfg)
-    dataset = as_dataset(_build(cfg, "dataset"))
-    boundary = _build(cfg, "boundary_mode")
-    time_sampler = _build(cfg, "time_sampler")
-    objective = _build(cfg, "objective")
-    guidance = _build(cfg, "guidance")
+    dataset = as_dataset(instantiate_node(cfg, "dataset"))
+    boundary = instantiate_node(cfg, "boundary_mode")
+    time_sampler = instantiate_node(cfg, "time_sampler")
+    objective = instantiate_node(cfg, "objective")
+    guidance = instantiate_node(cfg, "guidance")
     guidance.check_dataset(dataset.num_classes, dataset.name)
-    optimizer = _build(cfg, "optimizer")
-    logger = _build(cfg, "logger")
+    optimizer = instantiate_node(cfg, "optimizer")
+    logger = instantiate_node(cfg, "logger")
     model_dim = cfg.model.get("dim") if isinstance(cfg.model, DictConfig) else None
     if model_dim is not None and model_dim != dataset.dim:
         raise ConfigError(f"model.dim={model_dim} does not match the dataset's dimension {dataset.dim} "
@@ -80,7 +80,7 @@ def build(cfg: DictConfig) -> Parts:
         with open_dict(cfg):
             del cfg.model["dim"]
     torch.manual_seed(cfg.seed)  # the model's initialization
-    model = _build(cfg, "model", dim=dataset.dim, aux_head=boundary.aux_head,
+    model = instantiate_node(cfg, "model", dim=dataset.dim, aux_head=boundary.aux_head,
                    num_classes=dataset.num_classes if guidance.enabled else 0)
     return Parts(dataset=dataset, boundary=boundary, time_sampler=time_sampler,
                  objective=objective, guidance=guidance, optimizer=optimizer, logger=logger,

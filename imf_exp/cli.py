@@ -153,93 +153,116 @@ def _unread(cfg: DictConfig, added: Sequence[str]) -> str | None:
     return None
 
 
-def check_command_line(config_name: str, overrides: Sequence[str], multirun: bool = False,
-                       extra_check: Callable[[DictConfig], None] | None = None,
-                       positional: str | None = None) -> DictConfig:
-    """Compose ``config_name`` with ``overrides`` as Hydra will (for a sweep: once per value of
-    each swept key) and return the first composed config. Raises :class:`UsageError` with one
-    line for a composition error, an optional group's missing option, a key no schema declares,
-    or what ``extra_check(cfg)`` raises as :class:`ConfigError`."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+def _parse(overrides: Sequence[str]) -> list:
+    """Hydra's parse of each override; a syntax error names the override."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from imf_exp.config import register_configs
-
-    register_configs()
-    parser = OverridesParser.create()
-    parsed = []
+    parser, parsed = OverridesParser.create(), []
     for item in overrides:
         try:
             parsed += parser.parse_overrides([item])
         except Exception as err:  # noqa: BLE001 - Hydra's parse errors: one line
             raise UsageError(describe(err, item, None)) from None
-    cases: list[tuple[list[str], str | None]] = []
+    return parsed
+
+
+def _cases(parsed: list, multirun: bool) -> tuple[list[tuple[list[str], str | None]], dict]:
+    """The command lines to compose: every sweep at its first value, then each other value of
+    each swept key with the rest at their first values (one composition per value, not per job).
+    Also the values of each swept key. Interval sweeps (Optuna) are the sweeper's to check."""
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
-    added = [o.key_or_group for o in parsed if o.is_add() or o.is_force_add()]
     sweeps = [o for o in parsed if o.is_sweep_override()]
     if sweeps and not multirun:
         raise UsageError(describe(ValueError("Ambiguous value for argument"), sweeps[0].input_line, None))
-    firsts: dict[str, str] = {}
     values: dict[str, list[str]] = {}
     for o in sweeps:
-        key = o.input_line.split("=", 1)[0]
         try:
-            values[key] = list(o.sweep_string_iterator())
-        except Exception:  # noqa: BLE001 - interval/glob sweeps (Optuna): checked by the sweeper
+            values[o.input_line.split("=", 1)[0]] = list(o.sweep_string_iterator())
+        except Exception:  # noqa: BLE001 - interval/glob sweeps
             continue
-        firsts[key] = values[key][0] if values[key] else ""
-    cases.append((fixed + [f"{k}={v}" for k, v in firsts.items()], None))
+    firsts = {k: v[0] for k, v in values.items() if v}
+    cases = [(fixed + [f"{k}={v}" for k, v in firsts.items()], None)]
     for key, vals in values.items():
         for value in vals[1:]:
             others = [f"{k}={v}" for k, v in firsts.items() if k != key]
             cases.append((fixed + others + [f"{key}={value}"], f"{key}={value}"))
+    return cases, values
+
+
+def _check_optional_groups(loader, groups: list, values: dict) -> None:
+    """Hydra skips a missing option of an optional group (``experiment=qualty``) silently."""
+    for o in groups:
+        if o.key_or_group not in OPTIONAL_GROUPS:
+            continue
+        options = loader.get_group_options(o.key_or_group)
+        for value in values.get(o.input_line.split("=", 1)[0], [o.get_value_element_as_str()]):
+            if value not in options and value != "null":
+                raise UsageError(f"{o.key_or_group}={value}: no such option"
+                                 f"{_suggest(value, options)}; options: {', '.join(options)}")
+
+
+def _check_composed(cfg: DictConfig, case: Sequence[str], added: Sequence[str],
+                    config_name: str, positional: str | None) -> None:
+    """A composed config with a mandatory value missing, or a ``+key`` nothing reads."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing and missing[0] == positional:
+        raise UsageError(f"no {positional} folder given: python -m imf_exp.{config_name} "
+                         f"FOLDER [key=value ...] (`--help` lists the keys)")
+    if missing:
+        raise UsageError(f"{missing[0]} is missing: give it on the command line "
+                         f"({missing[0]}=...; `--help` shows the usage)")
+    extra = _unread(cfg, added)
+    if extra:
+        given = next(c for c in case if c.lstrip("+").split("=")[0] == extra)
+        parent, _, leaf = extra.rpartition(".")
+        keys = [k for k in _keys_at(cfg, parent) if k != leaf]
+        raise UsageError(f"{given}: {extra} is not a key of this config, so nothing "
+                         f"would read it{_suggest(leaf, keys, f'{parent}.' if parent else '')}")
+
+
+def check_command_line(config_name: str, overrides: Sequence[str], multirun: bool = False,
+                       extra_check: Callable[[DictConfig], None] | None = None,
+                       positional: str | None = None) -> DictConfig:
+    """Compose ``config_name`` with ``overrides`` as Hydra will (for a sweep: once per value of
+    each swept key) and return the first composed config. Raises :class:`UsageError` with one
+    line for a composition error, an optional group's missing option, a missing mandatory value,
+    a key no schema declares, or what ``extra_check(cfg)`` raises as :class:`ConfigError`."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from imf_exp.config import register_configs
+
+    register_configs()
+    parsed = _parse(overrides)
+    cases, values = _cases(parsed, multirun)
+    added = [o.key_or_group for o in parsed if o.is_add() or o.is_force_add()]
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         loader = GlobalHydra.instance().config_loader()
         known = set(loader.list_groups(""))
         groups = [o for o in parsed if o.key_or_group in known and not o.is_delete()]
-        try:
+        _check_optional_groups(loader, groups, values)
+        try:  # the groups alone: the keys a "did you mean" chooses from
             base = compose(config_name, overrides=[o.input_line for o in groups
                                                    if not o.is_sweep_override()])
         except Exception:  # noqa: BLE001 - reported below, with the override that causes it
             base = None
-        for o in groups:
-            if o.key_or_group in OPTIONAL_GROUPS:
-                options = loader.get_group_options(o.key_or_group)
-                for value in values.get(o.input_line.split("=", 1)[0], [o.get_value_element_as_str()]):
-                    if value not in options and value != "null":
-                        raise UsageError(f"{o.key_or_group}={value}: no such option"
-                                         f"{_suggest(value, options)}; options: {', '.join(options)}")
-        first = None
+        composed = []
         for case, label in cases:
             try:
                 cfg = compose(config_name, overrides=case)
             except Exception as err:  # noqa: BLE001 - every composition error: one line
                 raise UsageError(describe(err, label or _culprit(err, case), base)) from None
-            missing = sorted(OmegaConf.missing_keys(cfg))
-            if missing and missing[0] == positional:
-                raise UsageError(f"no {positional} folder given: python -m imf_exp.{config_name} "
-                                 f"FOLDER [key=value ...] (`--help` lists the keys)")
-            if missing:
-                raise UsageError(f"{missing[0]} is missing: give it on the command line "
-                                 f"({missing[0]}=...; `--help` shows the usage)")
-            extra = _unread(cfg, added)
-            if extra:
-                given = next(c for c in case if c.lstrip("+").split("=")[0] == extra)
-                parent, _, leaf = extra.rpartition(".")
-                keys = [k for k in _keys_at(cfg, parent) if k != leaf]
-                raise UsageError(f"{given}: {extra} is not a key of this config, so nothing "
-                                 f"would read it{_suggest(leaf, keys, f'{parent}.' if parent else '')}")
+            _check_composed(cfg, case, added, config_name, positional)
             if extra_check is not None:
                 try:
                     extra_check(cfg)
                 except ConfigError as err:
                     prefix = f"{label}: " if label and label.split("=")[0] not in str(err) else ""
                     raise UsageError(prefix + str(err)) from None
-            first = first if first is not None else cfg
+            composed.append(cfg)
     GlobalHydra.instance().clear()
-    return first
+    return composed[0]
 
 
 def _culprit(err: BaseException, case: Sequence[str]) -> str | None:

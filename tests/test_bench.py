@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from imf_exp.bench import quality_times
+from imf_exp.bench.quality import quality_times
 from imf_exp.compile import compile_loss, own_code
 from imf_exp.models import MLP
 from tests.helpers import imf_loss_case

@@ -68,8 +68,3 @@ Modules: :mod:`.cli` (flags, presets, the run), :mod:`.baseline` (the design not
 :mod:`.variants` (what is built and timed), :mod:`.timing` (first step, rounds, memory),
 :mod:`.ratios`, :mod:`.quality` (time to quality), :mod:`.report` (table, sweep, JSON).
 """
-
-from imf_exp.bench.cli import main
-from imf_exp.bench.quality import quality_times, time_to_quality
-
-__all__ = ["main", "quality_times", "time_to_quality"]

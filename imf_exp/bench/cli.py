@@ -35,9 +35,7 @@ QUICK = dict(rounds=3, warmup=2, steps_per_round=5, batch_sizes=[64, 256], threa
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from imf_exp import bench
-
-    p = argparse.ArgumentParser(prog="python -m imf_exp.bench", description=bench.__doc__.split("\n")[0],
+    p = argparse.ArgumentParser(prog="python -m imf_exp.bench", description="Side-by-side timings of one full training step (see the imf_exp.bench docstring)",
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--quick", action="store_true", help="tiny models and few steps: a smoke test")

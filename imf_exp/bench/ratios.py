@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from imf_exp.bench.variants import Variant
+from imf_exp.bench.timing import Variant
 
 
 class Ratios:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from imf_exp.bench.variants import Variant
+from imf_exp.bench.timing import Variant
 
 MEASURED = {
     "steps_per_s": "median over interleaved rounds of steps / wall seconds of a round; "

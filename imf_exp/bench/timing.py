@@ -8,18 +8,15 @@ once at its end.
 from __future__ import annotations
 
 import re
+import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from imf_exp.devices import synchronize
-
-if TYPE_CHECKING:
-    from imf_exp.bench.variants import Variant
 
 
 @dataclass
@@ -29,6 +26,46 @@ class Step:
     run: Callable[[], torch.Tensor]  # one full step; its loss (detached, no host sync)
     model: nn.Module  # the trained model: its parameters are state, not saved activations
     state: list  # the optimizer and the EMA tensors (for state_bytes)
+
+
+@dataclass
+class Variant:
+    """One timed step and what was measured of it."""
+
+    name: str  # "<config>/<variant>[/b<batch>]"
+    config: str  # "a", "b" or "c"
+    kind: str  # baseline | imf_eager | imf_compiled | meanflow | flow_matching_eager | ..._compiled
+    batch: int
+    model_desc: str
+    build: Callable[[], Step]
+    steps_per_round: int
+    step: Step | None = None  # None before prepare, and after an error
+    model: nn.Module | None = None
+    round_seconds: list = field(default_factory=list)
+    round_cpu_seconds: list = field(default_factory=list)  # this process's CPU time per round
+    first_step_s: float = float("nan")
+    graphs: int = 0
+    losses: list = field(default_factory=list)
+    memory: dict = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def compiled(self) -> bool:
+        return self.kind.endswith("_compiled")
+
+    @property
+    def steps_per_s(self) -> list[float]:
+        return [self.steps_per_round / s for s in self.round_seconds]
+
+    @property
+    def median_steps_per_s(self) -> float:
+        return statistics.median(self.steps_per_s) if self.round_seconds else float("nan")
+
+    @property
+    def compile_s(self) -> float | None:
+        if not self.compiled or not self.round_seconds:
+            return None
+        return max(0.0, self.first_step_s - 1.0 / self.median_steps_per_s)
 
 
 def measure(variants: list[Variant], rounds: int, warmup: int, device: torch.device) -> None:

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import functools
 import itertools
-import statistics
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ import torch
 from torch import nn
 
 from imf_exp.bench.baseline import NoteMLP, make_note_step
-from imf_exp.bench.timing import Step
+from imf_exp.bench.timing import Step, Variant
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository
 CONF_DIR = ROOT / "conf"
@@ -32,46 +31,6 @@ OBJECTIVES = ("imf", "meanflow", "flow_matching")  # a kind's objective: the one
 KINDS = ("imf_eager", "imf_compiled", "imf_plain_compiled", "imf_fast", "meanflow",
          "flow_matching_eager", "flow_matching_compiled")  # of (a) and (b), in this order
 SWEEP_KINDS = ("imf_eager", "imf_compiled", "flow_matching_eager", "flow_matching_compiled")
-
-
-@dataclass
-class Variant:
-    """One timed step and what was measured of it."""
-
-    name: str  # "<config>/<variant>[/b<batch>]"
-    config: str  # "a", "b" or "c"
-    kind: str  # baseline | imf_eager | imf_compiled | meanflow | flow_matching_eager | ..._compiled
-    batch: int
-    model_desc: str
-    build: Callable[[], Step]
-    steps_per_round: int
-    step: Step | None = None  # None before prepare, and after an error
-    model: nn.Module | None = None
-    round_seconds: list = field(default_factory=list)
-    round_cpu_seconds: list = field(default_factory=list)  # this process's CPU time per round
-    first_step_s: float = float("nan")
-    graphs: int = 0
-    losses: list = field(default_factory=list)
-    memory: dict = field(default_factory=dict)
-    error: str | None = None
-
-    @property
-    def compiled(self) -> bool:
-        return self.kind.endswith("_compiled")
-
-    @property
-    def steps_per_s(self) -> list[float]:
-        return [self.steps_per_round / s for s in self.round_seconds]
-
-    @property
-    def median_steps_per_s(self) -> float:
-        return statistics.median(self.steps_per_s) if self.round_seconds else float("nan")
-
-    @property
-    def compile_s(self) -> float | None:
-        if not self.compiled or not self.round_seconds:
-            return None
-        return max(0.0, self.first_step_s - 1.0 / self.median_steps_per_s)
 
 
 @dataclass
@@ -108,15 +67,15 @@ def plain(node) -> dict:
 
 def load_shared(overrides: list[str]) -> Shared:
     """The objects built from the default config, with ``dataset=moons`` and each objective."""
-    from imf_exp.build import _build
+    from imf_exp.build import instantiate_node
 
     cfg = compose_default(overrides)
     moons_cfg = compose_default(overrides + ["dataset=moons"])
     objective_cfgs = {n: compose_default(overrides + [f"objective={n}"]) for n in OBJECTIVES}
     return Shared(cfg, overrides, {n: c.objective for n, c in objective_cfgs.items()},
-                  {n: _build(c, "objective") for n, c in objective_cfgs.items()},
-                  boundary=_build(cfg, "boundary_mode"), dataset=_build(moons_cfg, "dataset"),
-                  time_sampler=_build(cfg, "time_sampler"), optimizer=_build(cfg, "optimizer"))
+                  {n: instantiate_node(c, "objective") for n, c in objective_cfgs.items()},
+                  boundary=instantiate_node(cfg, "boundary_mode"), dataset=instantiate_node(moons_cfg, "dataset"),
+                  time_sampler=instantiate_node(cfg, "time_sampler"), optimizer=instantiate_node(cfg, "optimizer"))
 
 
 def loss_compiler(kind: str, device: torch.device) -> Callable | None:
@@ -185,7 +144,7 @@ def sweep_plan(batch_sizes: list[int], b_batch: int, kinds: dict[str, list[str]]
 
 def build_variants(args, preset: dict, device: torch.device) -> tuple[list[Variant], dict]:
     """Every variant, in the order they are prepared and timed, and the settings for the JSON."""
-    from imf_exp.build import _build
+    from imf_exp.build import instantiate_node
     from imf_exp.models import MLP
 
     shared = load_shared(preset["default_overrides"])
@@ -198,7 +157,7 @@ def build_variants(args, preset: dict, device: torch.device) -> tuple[list[Varia
                    embedding_dim=note["embedding_dim"])
 
     def default_model():
-        return _build(cfg, "model", dim=2, aux_head=False)
+        return instantiate_node(cfg, "model", dim=2, aux_head=False)
 
     def ours(name, config, kind, make_model, batch, desc):
         def build():
