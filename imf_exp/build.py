@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from imf_exp.boundary import BoundaryMode
 from imf_exp.config import EvalConfig, TrainerConfig, to_dict, validate
-from imf_exp.data.base import Dataset, as_dataset
+from imf_exp.data.base import Dataset, as_dataset, check_samples
 from imf_exp.errors import ConfigError
 from imf_exp.loggers import Logger
 from imf_exp.metrics import Evaluator
@@ -56,7 +56,8 @@ def instantiate_node(cfg: DictConfig, key: str, **kwargs) -> Any:
         if isinstance(cause, ConfigError):
             raise cause from None
         target = node.get("_target_", "?") if isinstance(node, DictConfig) else "?"
-        raise ConfigError(f"could not build {key} (_target_={target}): {cause}") from err
+        reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        raise ConfigError(f"could not build {key} (_target_={target}): {reason}") from err
 
 
 def build(cfg: DictConfig) -> Parts:
@@ -64,6 +65,7 @@ def build(cfg: DictConfig) -> Parts:
     ``torch.manual_seed(cfg.seed)``, so a run folder's config rebuilds its initial weights."""
     validate(cfg)
     dataset = as_dataset(instantiate_node(cfg, "dataset"))
+    check_samples(dataset)  # what a (custom) dataset returns, once, before any work
     boundary = instantiate_node(cfg, "boundary_mode")
     time_sampler = instantiate_node(cfg, "time_sampler")
     objective = instantiate_node(cfg, "objective")

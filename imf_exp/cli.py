@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -100,6 +101,8 @@ def _allowed(reason: str) -> str:
     match = re.search(r"expected one of \[(.*)\]", reason)
     if match:
         return f"one of {match.group(1)}"
+    if "is not a valid bool" in reason:
+        return "true or false"
     if "is not a ListConfig, list or tuple" in reason:
         return "a list, e.g. [a,b]"
     if "is not a subclass of" in reason or "Cannot assign" in reason:
@@ -331,6 +334,8 @@ def run(main: Callable[[], object], config_name: str, argv: Sequence[str] | None
             check_command_line(config_name, args, multirun=bool({"-m", "--multirun"} & set(flags)),
                                extra_check=extra_check, positional=positional)
         except ConfigError as err:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
             print(f"Error: {err}", file=sys.stderr)
             sys.exit(2)
     sys.argv = [sys.argv[0], *flags, *args]

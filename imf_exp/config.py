@@ -15,17 +15,20 @@ arguments with ``+dataset.NAME=VALUE``.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 import time
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.nodes import StringNode
 
 from imf_exp.devices import select_device
-from imf_exp.errors import check
+from imf_exp.errors import ConfigError, check
 
 
 class Choice(str, Enum):
@@ -409,9 +412,12 @@ def _resume_or(resume: Any, default: str) -> str:
     return str(resume) if resume not in (None, "", "null") else default
 
 
-def _output_subdir(resume: Any) -> str:
-    """A resumed run keeps its original ``.hydra/``; the resume's own files go beside it."""
-    if resume in (None, "", "null"):
+@functools.cache
+def _output_subdir(output_dir: Any) -> str:
+    """A run folder keeps its original ``.hydra/``: a later start in it (``resume=``, a requeued
+    job, a fixed ``hydra.run.dir``) writes its own Hydra files beside it. Decided once per
+    folder and process (Hydra resolves the value again after it has written the files)."""
+    if not (Path(str(output_dir)) / ".hydra" / "config.yaml").exists():
         return ".hydra"
     return ".hydra/resume-" + time.strftime("%Y%m%d-%H%M%S")
 
@@ -459,25 +465,61 @@ def to_dict(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
 
 
+#: generous bounds of sizes that are typos beyond them (a batch of 10^12 points, 10^9 steps)
+MAX_BATCH = 1 << 24
+MAX_STEPS = 100_000_000
+MAX_EVAL_N = 1_000_000
+MAX_SEED = (1 << 63) - 1
+
+
+def non_finite(node: Any, path: str = "") -> tuple[str, float] | None:
+    """The first NaN or infinite number in a config (its dotted key and value), else None."""
+    if isinstance(node, DictConfig):
+        items = ((f"{path}.{k}" if path else str(k), node._get_node(k)) for k in node.keys())
+        for key, child in items:
+            if isinstance(child, (DictConfig, ListConfig)):
+                found = None if child._is_none() or child._is_missing() else non_finite(child, key)
+            else:
+                value = child._value() if child is not None else None
+                found = (key, value) if isinstance(value, float) and not math.isfinite(value) else None
+            if found:
+                return found
+    elif isinstance(node, ListConfig):
+        for i, item in enumerate(node):
+            if isinstance(item, float) and not math.isfinite(item):
+                return f"{path}[{i}]", item
+            if isinstance(item, (DictConfig, ListConfig)) and (found := non_finite(item, f"{path}[{i}]")):
+                return found
+    return None
+
+
 def validate(cfg: DictConfig) -> None:
-    """Range checks of the sections that no constructor sees. Raises :class:`ConfigError`."""
+    """Every number finite; range checks of the sections that no constructor sees (the objects
+    built from the groups check their own). Raises :class:`ConfigError` naming the key."""
+    found = non_finite(cfg)
+    if found:
+        raise ConfigError(f"{found[0]}={found[1]} is not allowed: a finite number")
     tr, ev = cfg.trainer, cfg.eval
-    check(tr.steps >= 1, "trainer.steps", tr.steps, "an int >= 1")
-    check(tr.batch_size >= 1, "trainer.batch_size", tr.batch_size, "an int >= 1")
+    check(1 <= tr.steps <= MAX_STEPS, "trainer.steps", tr.steps, f"an int >= 1 (at most {MAX_STEPS})")
+    check(1 <= tr.batch_size <= MAX_BATCH, "trainer.batch_size", tr.batch_size,
+          f"an int >= 1 (at most {MAX_BATCH})")
     check(0.0 <= tr.ema_decay < 1.0, "trainer.ema_decay", tr.ema_decay, "a number in [0, 1)")
     check(tr.log_every >= 1, "trainer.log_every", tr.log_every, "an int >= 1")
     check(tr.eval_every >= 0, "trainer.eval_every", tr.eval_every, "an int >= 0 (0: only at the end)")
     check(tr.checkpoint_every >= 0, "trainer.checkpoint_every", tr.checkpoint_every,
           "an int >= 0 (0: only at the end)")
     check(tr.max_bad_steps >= 0, "trainer.max_bad_steps", tr.max_bad_steps, "an int >= 0")
-    check(tr.data_pool >= 0, "trainer.data_pool", tr.data_pool, "an int >= 0 (0: one draw per step)")
-    check(ev.n >= 10, "eval.n", ev.n, "an int >= 10")
-    check(len(ev.nfe) >= 1 and all(k >= 1 for k in ev.nfe), "eval.nfe", list(ev.nfe),
-          "a non-empty list of ints >= 1")
-    check(len(ev.ode_steps) >= 1 and all(k >= 1 for k in ev.ode_steps), "eval.ode_steps",
-          list(ev.ode_steps), "a non-empty list of ints >= 1")
-    check(ev.floor_repeats >= 1, "eval.floor_repeats", ev.floor_repeats, "an int >= 1")
+    check(0 <= tr.data_pool <= 100_000, "trainer.data_pool", tr.data_pool,
+          "an int >= 0 (at most 100000; 0: one draw per step)")
+    check(10 <= ev.n <= MAX_EVAL_N, "eval.n", ev.n, f"an int >= 10 (at most {MAX_EVAL_N})")
+    check(len(ev.nfe) >= 1 and all(1 <= k <= 10_000 for k in ev.nfe), "eval.nfe", list(ev.nfe),
+          "a non-empty list of ints >= 1 (at most 10000)")
+    check(len(ev.ode_steps) >= 1 and all(1 <= k <= 100_000 for k in ev.ode_steps), "eval.ode_steps",
+          list(ev.ode_steps), "a non-empty list of ints >= 1 (at most 100000)")
+    check(1 <= ev.floor_repeats <= 100, "eval.floor_repeats", ev.floor_repeats, "an int >= 1 (at most 100)")
     check(ev.plot_n >= 1, "eval.plot_n", ev.plot_n, "an int >= 1")
+    check(0 <= ev.seed <= MAX_SEED, "eval.seed", ev.seed, f"an int in [0, {MAX_SEED}]")
+    check(0 <= cfg.seed <= MAX_SEED, "seed", cfg.seed, f"an int in [0, {MAX_SEED}]")
     if cfg.threads is not None:
-        check(cfg.threads >= 1, "threads", cfg.threads, "an int >= 1 or null")
+        check(1 <= cfg.threads <= 4096, "threads", cfg.threads, "an int >= 1 or null")
     select_device(cfg.device)  # a malformed name, or a CUDA device this machine lacks

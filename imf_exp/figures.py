@@ -37,7 +37,7 @@ from imf_exp.cli import run as run_app
 from imf_exp.condition import Condition
 from imf_exp.config import register_configs
 from imf_exp.errors import ConfigError, check
-from imf_exp.run_dir import STEP_FILE, RunDir
+from imf_exp.run_dir import STEP_FILE, RunDir, check_writable
 from imf_exp.sampling import full_time, generate, sample_average, sample_ode
 
 N_REFERENCE = 3000  # dataset points drawn faintly under the 2-D figures
@@ -397,6 +397,9 @@ def figures(cfg: DictConfig) -> dict[str, Path]:
     """Draw every figure of the run folder ``cfg.run`` (into ``cfg.out``); log them to W&B with
     ``cfg.wandb``. Raises :class:`ConfigError` for a bad argument."""
     run = RunDir(cfg.run)
+    if not run.path.is_dir():
+        raise ConfigError(f"run folder {str(run.path)!r} does not exist")
+    check_writable(Path(cfg.out) if cfg.out else run.figures, "out")
     written = make_figures(run, Path(cfg.out) if cfg.out else None)
     for name, path in written.items():
         print(f"{name}: {path}")

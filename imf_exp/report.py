@@ -22,6 +22,7 @@ Jobs that are missing, still running, failed or interrupted are listed, never dr
 from __future__ import annotations
 
 import csv
+import difflib
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -35,7 +36,7 @@ from imf_exp.cli import hydra_app
 from imf_exp.cli import run as run_app
 from imf_exp.config import register_configs
 from imf_exp.errors import ConfigError
-from imf_exp.run_dir import CHECKPOINT, RunDir
+from imf_exp.run_dir import CHECKPOINT, RunDir, check_writable
 
 SEED_KEYS = ("seed",)
 SUMMARY_METRICS = ("w2_ratio", "precision", "recall", "mmd", "w2", "accuracy", "fd")
@@ -56,6 +57,21 @@ def _status(job: Path) -> tuple[str, dict]:
     return str(metrics.get("status", "unknown")), metrics
 
 
+def _overrides(path: Path) -> tuple[dict[str, str], str | None]:
+    """A job's ``overrides.yaml`` as ``{key: value}``; with the problem when it is unreadable."""
+    try:
+        items = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        return {}, f"overrides.yaml is unreadable ({type(err).__name__})"
+    if not isinstance(items, list):
+        return {}, "overrides.yaml is not a list of overrides"
+    overrides = {}
+    for item in items:
+        key, _, value = str(item).partition("=")
+        overrides[key.lstrip("+~")] = value
+    return overrides, None
+
+
 def collect(sweep: Path) -> list[dict[str, Any]]:
     """One record per job folder: number, overrides as a dict, status, final metrics."""
     if not sweep.is_dir():
@@ -70,22 +86,25 @@ def collect(sweep: Path) -> list[dict[str, Any]]:
 
     for ov in sorted(sweep.glob("**/.hydra/overrides.yaml"), key=job_order):
         job = ov.parent.parent
-        if "report" in job.relative_to(sweep).parts:
+        if "report" in job.relative_to(sweep).parts or ".hydra" in job.relative_to(sweep).parts:
             continue
-        overrides = {}
-        for item in yaml.safe_load(ov.read_text()) or []:
-            key, _, value = str(item).partition("=")
-            overrides[key.lstrip("+~")] = value
+        overrides, problem = _overrides(ov)
         status, metrics = _status(job)
-        final = dict(metrics.get("final") or {})
-        own = (metrics.get("primary") or "").split("/")[0]
+        if problem:
+            status, metrics = "unreadable", {"error": problem}
+        final = metrics.get("final") if isinstance(metrics.get("final"), dict) else {}
+        final = {str(k): float(v) for k, v in final.items()  # numbers only: a table of numbers
+                 if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        primary = metrics.get("primary") if isinstance(metrics.get("primary"), str) else None
+        if status == "completed" and not final:
+            status, metrics = "unreadable", {"error": "metrics.json holds no final metrics"}
+        own = (primary or "").split("/")[0] if "/" in (primary or "") else ""
         if own:
             final[f"{OWN}/sampler"] = own
             final.update({f"{OWN}/{k.split('/', 1)[1]}": v for k, v in list(final.items())
                           if k.startswith(own + "/")})
         jobs.append({"job": str(job.relative_to(sweep)), "overrides": overrides, "status": status,
-                     "final": final, "error": metrics.get("error", ""),
-                     "primary": metrics.get("primary")})
+                     "final": final, "error": str(metrics.get("error", "")), "primary": primary})
     if not jobs:
         raise ConfigError(f"{sweep} holds no job folders (subfolders with .hydra/overrides.yaml); "
                           "pass the folder of a multirun (outputs/multiruns/DATE/TIME)")
@@ -134,10 +153,28 @@ def _cell(row: dict, metric: str) -> str:
     return _fmt(row[f"{metric} mean"]) + ("" if std is None else f" ± {_fmt(std)}")
 
 
+def _check_names(jobs: list[dict], metric: str | None, columns: list[str] | None) -> None:
+    """``metric`` and ``columns`` name metrics some job has (its own primary's as ``primary/``)."""
+    names = sorted({k for j in jobs for k in j["final"]})
+    if not names:
+        return  # no completed job yet: nothing to check against
+    for key, value in [("metric", metric)] + [("columns", c) for c in columns or []]:
+        if value is not None and value not in names:
+            close = difflib.get_close_matches(value, names, n=3)
+            hint = f"did you mean {', '.join(close)}? " if close else ""
+            raise ConfigError(f"{key}={value!r}: no job has this metric; {hint}({len(names)} "
+                              f"metrics, e.g. {', '.join(names[:6])})")
+
+
 def write_report(sweep: Path, metric: str | None = None, columns: list[str] | None = None) -> Path:
     jobs = collect(sweep)
+    _check_names(jobs, metric, columns)
     out = sweep / "report"
-    out.mkdir(exist_ok=True)
+    check_writable(out, "sweep")
+    try:
+        out.mkdir(exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"cannot write the report into {out}: {err.strerror or err}") from None
     keys = swept_keys(jobs)
     group_keys = [k for k in keys if k not in SEED_KEYS]
     primary = metric or next((j["primary"] for j in jobs if j.get("primary")), "nfe1/w2_ratio")

@@ -15,11 +15,18 @@ a kill at any moment leaves the previous version or the new one, never a mix.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
+import hashlib
 import json
 import logging
 import os
 import re
-from collections.abc import Callable, Sequence
+import shutil
+import socket
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +41,10 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"
+DIGESTS = "checkpoint.sha256"  # SHA-256 of the last checkpoints written (newest first)
+LOCK = ".lock"  # held (flock) by the process writing the folder; names it
 METRICS = "metrics.json"
+TEMP_FILE = re.compile(r"^\..+\.tmp\d+$")
 STATE_KEYS = ("step", "model", "ema", "optimizer", "scheduler", "rng", "history", "evals", "config")
 STEP_FILE = re.compile(r"^step(\d+)_(.+)\.npz$")
 #: keys a resumed run may change: they do not alter the trajectory of the weights (a different
@@ -42,11 +52,18 @@ STEP_FILE = re.compile(r"^step(\d+)_(.+)\.npz$")
 RESUME_MAY_CHANGE = ("resume", "device", "trainer.progress", "logger", "hydra")
 
 
-def atomic_write(path: Path, write: Callable[[Any], None], keep_previous: Path | None = None) -> None:
+class WriteError(OSError):
+    """A file of the run folder could not be written (the message names it and says why)."""
+
+
+def atomic_write(path: Path, write: Callable[[Any], None], keep_previous: Path | None = None,
+                 before_replace: Callable[[Path], None] | None = None) -> None:
     """Write through a temporary file in the same folder, then rename over ``path``.
 
     With ``keep_previous``, the old ``path`` is moved there first (after the new file is
     complete), so a kill at any moment leaves at least one whole file behind.
+    ``before_replace(tmp)`` runs on the complete, fsynced temporary file before any rename.
+    On any failure the temporary file is removed; a full disk is reported as such.
     """
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
@@ -54,12 +71,69 @@ def atomic_write(path: Path, write: Callable[[Any], None], keep_previous: Path |
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        if before_replace is not None:
+            before_replace(tmp)
         if keep_previous is not None and path.exists():
             os.replace(path, keep_previous)
         os.replace(tmp, path)
-    except OSError as err:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
-        raise OSError(f"cannot write {path}: {err.strerror or err}") from err
+        if isinstance(err, WriteError):
+            raise
+        if _disk_full(err):
+            raise WriteError(errno.ENOSPC, f"no space left on the device of {path.parent} while "
+                             f"writing {path.name} ({_free_bytes(path.parent)} bytes free); free "
+                             "some space, then resume the run") from err
+        if isinstance(err, OSError):
+            raise WriteError(err.errno, f"cannot write {path}: {err.strerror or err}") from err
+        raise
+
+
+def check_writable(folder: Path, key: str) -> None:
+    """Raise :class:`ConfigError` naming ``key`` when ``folder`` cannot be created or written."""
+    probe = Path(folder).absolute()
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"{key}={str(folder)!r} is not allowed: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}={str(folder)!r} is not allowed: {probe} is not writable")
+
+
+def _disk_full(err: BaseException) -> bool:
+    """ENOSPC/EDQUOT, or torch's zip writer failing on a short write ("unexpected pos")."""
+    if isinstance(err, OSError):
+        return err.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(err, RuntimeError) and ("unexpected pos" in str(err) or "No space left" in str(err))
+
+
+def _free_bytes(folder: Path) -> int:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return -1
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+class RunLocked(ConfigError):
+    """Another live process holds the run folder."""
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -117,22 +191,116 @@ class RunDir:
     def samples(self) -> Path:
         return self.path / "samples"
 
+    # ---- the lock ----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run folder for this process: a second process is refused with
+        :class:`RunLocked` naming the holder (host, pid). The lock is an ``flock`` on ``.lock``,
+        released when the process ends however it ends; a lock file left by a killed process is
+        taken over (and said so). Re-entrant within a process. Once held, temporary files that
+        a killed writer left behind are removed."""
+        key = str(self.path.resolve())
+        if key in _HELD:
+            _HELD[key] += 1
+            try:
+                yield
+            finally:
+                _HELD[key] -= 1
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RunLocked(f"the run folder {self.path} is in use by {self.holder() or 'another process'}; "
+                            "wait for it to finish, or choose another folder") from None
+        try:
+            stale = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+            if stale:
+                log.warning("took over the lock of %s left by %s, which is not running", self.path,
+                            _describe_holder(stale))
+            info = json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                               "since": time.strftime("%Y-%m-%d %H:%M:%S")})
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, info.encode(), 0)
+            self.remove_temp_files()
+            _HELD[key] = 1
+            yield
+        finally:
+            _HELD.pop(key, None)
+            os.ftruncate(fd, 0)
+            os.close(fd)
+
+    def remove_stub(self, output_subdir: str) -> None:
+        """Remove what a refused start created: Hydra's ``output_subdir`` and, in a folder that
+        holds nothing of a run (no checkpoint, no metrics.json), its log and the folder."""
+        shutil.rmtree(self.path / output_subdir, ignore_errors=True)
+        if (self.path / CHECKPOINT).exists() or (self.path / METRICS).exists():
+            return
+        leftovers = {p.name for p in self.path.iterdir()} if self.path.is_dir() else set()
+        if leftovers <= {".hydra", "train.log", LOCK}:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+    def holder(self) -> str | None:
+        """Who holds the lock ("process PID on host HOST (since TIME)"); None when nobody does."""
+        path = self.path / LOCK
+        if not path.is_file():
+            return None
+        with open(path, "rb+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return _describe_holder(path.read_text(errors="replace"))
+            fcntl.flock(f, fcntl.LOCK_UN)
+        return None
+
+    def remove_temp_files(self) -> list[Path]:
+        """Remove the temporary files of interrupted writes (``.NAME.tmpPID``, here and in
+        ``samples/``); only safe while the folder is locked."""
+        removed = []
+        for folder in (self.path, self.samples):
+            for path in folder.iterdir() if folder.is_dir() else []:
+                if TEMP_FILE.match(path.name):
+                    path.unlink(missing_ok=True)
+                    removed.append(path)
+        if removed:
+            log.warning("removed %d temporary file(s) left by an interrupted write: %s", len(removed),
+                        ", ".join(p.name for p in removed))
+        return removed
+
     # ---- checkpoints -----------------------------------------------------------------------
     def save_checkpoint(self, state: dict) -> None:
-        """Write ``state`` as ``checkpoint.pt``; the one it replaces becomes ``checkpoint.prev.pt``."""
+        """Write ``state`` as ``checkpoint.pt``; the one it replaces becomes ``checkpoint.prev.pt``.
+        The new file's SHA-256 is recorded in ``checkpoint.sha256`` before it replaces the old one."""
         self.path.mkdir(parents=True, exist_ok=True)
         atomic_write(self.path / CHECKPOINT, lambda f: torch.save(state, f),
-                     keep_previous=self.path / PREVIOUS)
+                     keep_previous=self.path / PREVIOUS, before_replace=self._record_digest)
+
+    def _record_digest(self, tmp: Path) -> None:
+        digests = [_sha256(tmp)] + (self._digests() or [])
+        text = "\n".join(digests[:3]) + "\n"  # the new one, the current and the previous one
+        atomic_write(self.path / DIGESTS, lambda f: f.write(text.encode()))
+
+    def _digests(self) -> list[str] | None:
+        """The recorded digests; None for a folder written before they were (not checked)."""
+        try:
+            return (self.path / DIGESTS).read_text().split()
+        except OSError:
+            return None
 
     def load_checkpoint(self, map_location: Any = "cpu") -> dict | None:
-        """The newest readable checkpoint (falling back to the previous one), or None when there
-        is none. Raises :class:`ConfigError` when checkpoints exist but none can be read."""
-        problems = []
+        """The newest checkpoint that is intact (its SHA-256 recorded) and readable, falling back
+        to the previous one with a warning; None when there is none. Raises
+        :class:`ConfigError` when checkpoints exist but none can be used."""
+        problems, digests = [], self._digests()
         for name in (CHECKPOINT, PREVIOUS):
             path = self.path / name
             if not path.exists():
                 continue
             try:
+                if digests is not None and _sha256(path) not in digests:
+                    raise ValueError("checksum mismatch: the file changed after it was written")
                 state = torch.load(path, map_location=map_location, weights_only=False)
                 missing = [k for k in STATE_KEYS if k not in state]
                 if missing:
@@ -280,6 +448,17 @@ class RunDir:
         except Exception:  # noqa: BLE001 - an unreadable file: not known to be a sweep job
             return None
         return self.path.resolve().parent if str(mode) == "MULTIRUN" else None
+
+
+_HELD: dict[str, int] = {}  # run folders this process holds the lock of
+
+
+def _describe_holder(text: str) -> str:
+    try:
+        info = json.loads(text)
+        return f"process {info['pid']} on host {info['host']} (since {info['since']})"
+    except (ValueError, KeyError, TypeError):
+        return "another process"
 
 
 def _under_any(key: str, override_keys: Sequence[str]) -> bool:

@@ -30,7 +30,7 @@ from imf_exp.cli import run as run_app
 from imf_exp.condition import Condition
 from imf_exp.config import register_configs
 from imf_exp.errors import ConfigError, check
-from imf_exp.run_dir import RunDir
+from imf_exp.run_dir import RunDir, atomic_write, check_writable
 from imf_exp.sampling import generate
 
 GUIDED_ONLY = ("class", "omega", "interval")
@@ -88,6 +88,7 @@ def sample(cfg: DictConfig) -> Path:
                           f"run samples with {cfg.nfe} average-velocity jump(s)")
     out = Path(cfg.out) if cfg.out else default_out(run, cfg, guided)
     check(out.suffix in (".npy", ".npz"), "out", str(out), "a path ending in .npy or .npz")
+    check_writable(out.parent, "out" if cfg.out else "run")
     dataset, device = parts.dataset, next(model.parameters()).device
     g = torch.Generator().manual_seed(cfg.seed)
     z1 = torch.randn(cfg.n, dataset.dim, generator=g).to(device)
@@ -104,8 +105,9 @@ def sample(cfg: DictConfig) -> Path:
         extra = {} if cond is None else {"labels": cond.labels.numpy()}
         run.save_samples(out.stem, x, native, out=out, **extra)
     else:
+        values = (native if str(cfg.coords) == "native" else x).numpy()
         out.parent.mkdir(parents=True, exist_ok=True)
-        np.save(out, (native if str(cfg.coords) == "native" else x).numpy())
+        atomic_write(out, lambda f: np.save(f, values))
     print(f"wrote {cfg.n} samples ({cfg.nfe} NFE, {cfg.weights} weights, step {loaded.step}) to {out}")
     return out
 

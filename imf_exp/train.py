@@ -29,7 +29,7 @@ from imf_exp.cli import run as run_app
 from imf_exp.config import register_configs, to_dict
 from imf_exp.devices import select_device
 from imf_exp.errors import ConfigError
-from imf_exp.run_dir import RunDir
+from imf_exp.run_dir import RunDir, RunLocked, check_writable
 from imf_exp.trainer import Interrupted, NonFiniteError, Trainer
 
 log = logging.getLogger(__name__)
@@ -44,8 +44,13 @@ def train(cfg: DictConfig, run: RunDir | Path | str, resume_state: dict | None =
     writing ``metrics.json`` with ``status: failed``) or :class:`Interrupted` (after the
     checkpoint and ``metrics.json`` with ``status: interrupted``).
     """
-    t0 = time.perf_counter()
     run = run if isinstance(run, RunDir) else RunDir(run)
+    with run.lock():
+        return _train(cfg, run, resume_state)
+
+
+def _train(cfg: DictConfig, run: RunDir, resume_state: dict | None) -> float:
+    t0 = time.perf_counter()
     parts = build(cfg)
     device = select_device(cfg.device)
     if cfg.threads:
@@ -131,11 +136,18 @@ def main(cfg: DictConfig) -> float:
     multirun = hc.mode == RunMode.MULTIRUN
     full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     try:
-        cfg, state = run.prepare(cfg, cfg.resume not in (None, ""), _override_keys())
-        overrides = " ".join(hc.overrides.task) or "(none)"
-        log.info("overrides: %s; the full config is in %s", overrides, run.config_path)
-        log.debug("composed config:\n%s", OmegaConf.to_yaml(cfg))
-        return train(cfg, run, state)
+        with run.lock():
+            cfg, state = run.prepare(cfg, cfg.resume not in (None, ""), _override_keys())
+            overrides = " ".join(hc.overrides.task) or "(none)"
+            log.info("overrides: %s; the full config is in %s", overrides,
+                     run.path / hc.output_subdir / "config.yaml")
+            log.debug("composed config:\n%s", OmegaConf.to_yaml(cfg))
+            return train(cfg, run, state)
+    except RunLocked as err:  # another process writes the folder: leave everything to it
+        if multirun:
+            log.error("job not run: %s", err)
+            return math.nan
+        _fail(str(err), 2)
     except Interrupted as err:
         signal.raise_signal(err.signum)  # the previous handler (e.g. submitit's requeue) or exit
         raise
@@ -151,6 +163,7 @@ def main(cfg: DictConfig) -> float:
             run.write_metrics("failed", error=str(err))
             log.error("job failed: %s", err)
             return math.nan
+        run.remove_stub(hc.output_subdir)
         _fail(str(err), 2)
     except Exception as err:  # noqa: BLE001
         if multirun:
@@ -164,40 +177,52 @@ def main(cfg: DictConfig) -> float:
     return math.nan
 
 
-def _unwritable(folder: Path) -> str | None:
-    """Why ``folder`` cannot be created or written (None when it can)."""
-    probe = folder.absolute()
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        return f"{probe} is a file, not a folder"
-    if not os.access(probe, os.W_OK | os.X_OK):
-        return f"{probe} is not writable"
-    return None
+def _precheck(argv: list[str]):
+    """What :func:`imf_exp.cli.run` checks of each composed config before Hydra starts: the
+    objects build (every range check), and a run folder named on the command line (``resume=``
+    or ``hydra.run.dir=``) is free and would accept this config."""
+    args = [a for a in argv if not a.startswith("-")]
+    keys = [a.split("=", 1)[0].lstrip("+~").split("@", 1)[0] for a in args if "=" in a]
+    values = dict(a.split("=", 1) for a in args if "=" in a)
+    folder = values.get("resume") if values.get("resume") not in (None, "", "null") else (
+        values.get("hydra.run.dir") if "${" not in values.get("hydra.run.dir", "${") else None)
+    multirun = bool({"-m", "--multirun"} & set(argv))
+
+    def check(cfg: DictConfig) -> None:
+        if folder is not None and not multirun and Path(folder).is_dir():
+            run = RunDir(folder)
+            holder = run.holder()
+            if holder:
+                raise RunLocked(f"the run folder {run.path} is in use by {holder}; wait for it to "
+                                "finish, or choose another folder")
+            cfg, _ = run.prepare(cfg, "resume" in keys, keys)
+        build(cfg)
+
+    return check
 
 
 def cli(argv: list[str] | None = None) -> None:
     """``python -m imf_exp.train``: the command line is checked before Hydra creates anything
-    (:func:`imf_exp.cli.run`): bad keys and values, a missing ``resume`` folder, an output folder
-    that cannot be written."""
+    (:func:`imf_exp.cli.run`): bad keys and values, every value of a sweep, a missing ``resume``
+    folder, a run folder in use or holding another config, an output folder that cannot be
+    written."""
     argv = list(sys.argv[1:] if argv is None else argv)
     folders = {"outputs": Path("outputs")}
-    for arg in argv:
-        key, _, value = arg.partition("=")
-        if key == "resume" and value not in ("", "null"):
-            if not Path(value).is_dir():
-                print(f"Error: resume={value!r}: the folder does not exist", file=sys.stderr)
-                sys.exit(2)
-            folders[key] = Path(value)
-        elif key in ("hydra.run.dir", "hydra.sweep.dir") and "${" not in value:
-            folders[key] = Path(value)
-    for key, folder in folders.items():
-        why = _unwritable(folder)
-        if why:
-            print(f"Error: cannot write the run folder {key}={str(folder)!r}: {why}", file=sys.stderr)
-            sys.exit(2)
-    multirun = bool({"-m", "--multirun"} & set(argv))
-    run_app(main, "train", argv, extra_check=None if multirun else build)
+    try:
+        for arg in argv:
+            key, _, value = arg.partition("=")
+            if key == "resume" and value not in ("", "null"):
+                if not Path(value).is_dir():
+                    raise ConfigError(f"resume={value!r}: the folder does not exist")
+                folders[key] = Path(value)
+            elif key in ("hydra.run.dir", "hydra.sweep.dir") and "${" not in value:
+                folders[key] = Path(value)
+        for key, folder in folders.items():
+            check_writable(folder, key)
+    except ConfigError as err:
+        print(f"Error: {err}", file=sys.stderr)
+        sys.exit(2)
+    run_app(main, "train", argv, extra_check=_precheck(argv))
 
 
 if __name__ == "__main__":

@@ -44,3 +44,56 @@ def imf_loss_case(model, n: int = 32, seed: int = 0):
         return loss.detach(), [p.grad.clone() for p in model.parameters()]
 
     return loss_fn, loss_and_grads
+
+
+class NoiseStd:
+    """A custom sampler with an attribute ``std`` that is not a standardization (a noise level)."""
+
+    dim = 2
+
+    def __init__(self, std: float = 0.1) -> None:
+        self.std = std
+
+    def sample(self, n, generator):
+        return torch.randn(n, 2, generator=generator) * self.std + 3.0
+
+
+class Bad:
+    """A custom sampler that does one thing wrong, chosen by ``what``."""
+
+    dim = 2
+
+    def __init__(self, what: str = "dim") -> None:
+        self.what = what
+        if what == "dim":
+            self.dim = "two"
+        if what in ("labels", "no_labels"):
+            self.num_classes = 2
+
+    def sample(self, n, generator):
+        x = torch.randn(n, 2, generator=generator)
+        if self.what == "boom":
+            raise ValueError("boom")
+        if self.what == "shape":
+            return x[:, :1]
+        if self.what == "nonfinite":
+            return torch.full_like(x, float("nan"))
+        if self.what == "labels":
+            return x, torch.full((n,), 5)
+        return x
+
+
+class CpuNumpy:
+    """A custom sampler that draws on the CPU whatever the generator's device and returns numpy:
+    accepted (moved to the generator's device)."""
+
+    dim = 2
+    num_classes = 2
+
+    def sample(self, n, generator):
+        import numpy as np
+
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device))
+        rng = np.random.default_rng(seed)
+        y = rng.integers(0, 2, n)
+        return rng.normal(size=(n, 2)) + 3 * y[:, None], y

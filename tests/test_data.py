@@ -87,3 +87,22 @@ def test_not_a_dataset_is_refused_with_what_is_needed():
 def test_bad_dataset_values(make, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         make()
+
+
+def test_custom_samplers_get_what_they_need_and_nothing_else():
+    """An attribute ``std`` that is not a standardization (a noise level) is ignored; a sampler
+    that draws on the CPU and returns numpy is moved to the generator's device; both are checked
+    once (shape, finiteness, labels) and train."""
+    from imf_exp.data import check_samples
+    from tests.helpers import CpuNumpy, NoiseStd
+
+    ds = as_dataset(NoiseStd(0.1))
+    assert torch.allclose(ds.mean, torch.full((2,), 3.0, dtype=torch.float64), atol=0.01)
+    assert torch.allclose(ds.std, torch.full((2,), 0.1, dtype=torch.float64), rtol=0.02)
+    numpy_ds = as_dataset(CpuNumpy())
+    check_samples(numpy_ds)
+    x, y = numpy_ds.sample(10, torch.Generator().manual_seed(0))
+    assert x.dtype == torch.float32 and y.dtype == torch.long and numpy_ds.num_classes == 2
+    fixed = as_dataset(type("Fixed", (), {"dim": 2, "mean": [1.0, 2.0], "std": [3.0, 4.0],
+                                          "sample": lambda self, n, g: torch.randn(n, 2, generator=g)})())
+    assert fixed.mean.tolist() == [1.0, 2.0] and fixed.std.tolist() == [3.0, 4.0]

@@ -217,3 +217,156 @@ def test_load_rebuilds_the_run_from_its_checkpoint(tmp_path):
     assert loaded.parts.dataset.name == "Circles" and loaded.step == 60 and not loaded.model.training
     with pytest.raises(ConfigError, match="does not exist"):
         RunDir(tmp_path / "nope").load()
+
+
+# ---- integrity: one writer, no temp file left, checksums, a full disk -------------------------
+SLOW_RUN = [*TINY, "trainer.steps=4000", "trainer.checkpoint_every=500", "trainer.eval_every=0",
+            "trainer.compile=off"]
+
+
+@pytest.mark.slow
+def test_a_second_process_into_a_live_run_folder_is_refused(tmp_path):
+    """Two processes started into one folder: the second is refused (exit 2, naming the holder)
+    before it writes anything, and the first completes untouched."""
+    run_dir = tmp_path / "run"
+    first = start([*SLOW_RUN, "trainer.steps=1500", f"hydra.run.dir={run_dir}"])
+    deadline = time.time() + 120
+    while not ((run_dir / ".lock").is_file() and (run_dir / ".lock").read_text().strip()):
+        assert first.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    config_before = (run_dir / ".hydra" / "config.yaml").read_text()
+    second = subprocess.run([sys.executable, "-m", "imf_exp.train", *SLOW_RUN, "seed=7",
+                             f"hydra.run.dir={run_dir}"], cwd=ROOT, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert second.returncode == 2, second.stderr
+    assert f"process {first.pid} on host" in second.stderr and "in use" in second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1
+    out, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err[-2000:]
+    assert (run_dir / ".hydra" / "config.yaml").read_text() == config_before
+    assert sorted(p.name for p in (run_dir / ".hydra").iterdir()) == ["config.yaml", "hydra.yaml",
+                                                                       "overrides.yaml"]
+    state = RunDir(run_dir).load_checkpoint()
+    assert state["step"] == 1500 and state["config"]["seed"] == 0
+    assert json.loads((run_dir / "metrics.json").read_text())["config"]["seed"] == 0
+
+
+def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path, caplog):
+    run = RunDir(tmp_path)
+    (tmp_path / ".lock").write_text('{"host": "h", "pid": 999999, "since": "then"}')
+    with caplog.at_level("WARNING"), run.lock():
+        assert run.holder() is not None  # held now, by this process
+        assert f'"pid": {os.getpid()}' in (tmp_path / ".lock").read_text()
+    assert "took over the lock" in caplog.text and "process 999999 on host h" in caplog.text
+    assert run.holder() is None and (tmp_path / ".lock").read_text() == ""
+
+
+@pytest.mark.slow
+def test_a_kill_during_a_checkpoint_write_leaves_no_temp_file_after_the_next_start(tmp_path):
+    """SIGKILL exactly while the first checkpoint's temporary file is written (its fsync): the
+    temporary file stays behind; the next start in the folder removes it, says so, and the run
+    completes to the same weights as an uninterrupted one."""
+    run_dir, args = tmp_path / "run", [*TINY, "trainer.steps=100", "trainer.eval_every=0"]
+    killer = ("import os, signal, sys; os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL); "
+              "from imf_exp.train import cli; cli(sys.argv[1:])")
+    killed = subprocess.run([sys.executable, "-c", killer, *args, f"hydra.run.dir={run_dir}"],
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                            text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL
+    temps = list(run_dir.glob(".checkpoint.pt.tmp*"))
+    assert len(temps) == 1 and not (run_dir / CHECKPOINT).exists()
+    again = start([*args, f"hydra.run.dir={run_dir}"])
+    out, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err[-2000:]
+    assert "removed 1 temporary file(s) left by an interrupted write" in out
+    assert not list(run_dir.rglob("*.tmp*"))
+    full = tmp_path / "full"
+    assert start([*args, f"hydra.run.dir={full}"]).wait(timeout=600) == 0
+    assert same_weights(full, run_dir)
+
+
+def test_a_flipped_bit_is_caught_by_the_checksum_and_the_previous_checkpoint_used(tmp_path, caplog):
+    """A low mantissa bit flipped in checkpoint.pt still loads as weights; the checksum recorded
+    when it was written catches it, and the previous checkpoint is used (with a warning)."""
+    run = RunDir(_tiny_run(tmp_path / "run"))  # checkpoints at steps 50 and 60
+    data = bytearray((run.path / CHECKPOINT).read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (run.path / CHECKPOINT).write_bytes(bytes(data))
+    with caplog.at_level("WARNING"):
+        state = run.load_checkpoint()
+    assert state["path"].endswith(PREVIOUS) and state["step"] == 50
+    assert "checksum mismatch" in caplog.text and "using the previous good checkpoint" in caplog.text
+    (run.path / PREVIOUS).write_bytes(bytes(data))  # both damaged: refused, naming both
+    with pytest.raises(ConfigError, match="checksum mismatch.*checksum mismatch"):
+        run.load_checkpoint()
+
+
+def test_checkpoints_of_older_runs_without_checksums_still_load(tmp_path):
+    run = RunDir(_tiny_run(tmp_path / "run"))
+    (run.path / "checkpoint.sha256").unlink()
+    assert run.load_checkpoint()["step"] == 60
+
+
+@pytest.mark.parametrize("failure", ["enospc", "torch_short_write", "eacces"])
+def test_a_failed_write_leaves_no_temp_file_and_says_why(tmp_path, failure):
+    import errno
+
+    from imf_exp.run_dir import WriteError, atomic_write
+
+    target = tmp_path / "checkpoint.pt"
+    target.write_bytes(b"old")
+
+    def write(f):
+        f.write(b"partial")
+        if failure == "enospc":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        if failure == "torch_short_write":
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    with pytest.raises(WriteError) as info:
+        atomic_write(target, write, keep_previous=tmp_path / "checkpoint.prev.pt")
+    message = str(info.value)
+    if failure == "eacces":
+        assert f"cannot write {target}" in message and "Permission denied" in message
+    else:
+        assert "no space left" in message and "checkpoint.pt" in message and "bytes free" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
+    assert target.read_bytes() == b"old"
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_reported_as_such(tmp_path):
+    """A real full disk (a 2 MiB tmpfs, nearly filled): the run stops with exit code 3 and one
+    line naming the device and the file; no temporary file stays to keep the disk full."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root); the failure paths are tested above")
+    try:
+        run_dir = mount / "run"
+        (mount / "filler").write_bytes(b"\0" * (2 * 1024 * 1024 - 96 * 1024))
+        proc = subprocess.run([sys.executable, "-m", "imf_exp.train", *TINY, "model.width=64",
+                               "trainer.steps=50", f"hydra.run.dir={run_dir}"], cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 3, proc.stderr[-2000:]
+        assert "no space left on the device" in proc.stderr and "checkpoint.pt" in proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert not [p for p in run_dir.rglob("*") if ".tmp" in p.name]
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+def test_a_restart_in_a_run_folder_keeps_its_hydra_files(tmp_path, cli):
+    """Hydra's files of a later start (``resume=``, a requeue) go to .hydra/resume-TIME/: the
+    run's own .hydra/config.yaml is never overwritten."""
+    run_dir = tmp_path / "run"
+    assert cli(["-m", "imf_exp.train", *TINY, "trainer.steps=20", f"hydra.run.dir={run_dir}"],
+               cwd=ROOT).returncode == 0
+    before = (run_dir / ".hydra" / "config.yaml").read_text()
+    proc = cli(["-m", "imf_exp.train", f"resume={run_dir}", "trainer.progress=false"], cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (run_dir / ".hydra" / "config.yaml").read_text() == before
+    assert len(list((run_dir / ".hydra").glob("resume-*/config.yaml"))) == 1

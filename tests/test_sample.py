@@ -65,19 +65,6 @@ def test_guided_file_names_keep_class_and_omega_apart(guided_run, capsys):
     assert null["labels"].tolist() == [2] * 20  # the null label of a two-class dataset
 
 
-@pytest.mark.parametrize("args,fragment", [
-    (["{tmp}/missing"], "does not exist"),
-    (["{tmp}"], "config.yaml is missing"),
-    (["{tmp}", "n=0"], "n=0"),
-    (["{tmp}", "colour=red"], "colour"),
-    (["{tmp}", "weights=best"], "weights"),
-])
-def test_sample_bad_input(args, fragment, tmp_path, capsys):
-    code, _, err = run_in_process(cli, [a.format(tmp=tmp_path) for a in args], capsys)
-    assert code == 2 and fragment in err, err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
-
-
 def test_help_exits_zero(capsys):
     code, out, _ = run_in_process(cli, ["--help"], capsys)
     assert code == 0 and "python -m imf_exp.sample RUN_DIR" in out and "nfe: 1" in out

@@ -69,19 +69,22 @@ def test_multirun_and_report(launcher, tmp_path):
 
 @pytest.mark.slow
 def test_failed_job_is_recorded_and_sweep_goes_on(tmp_path):
+    """Bad values are refused before the sweep starts (tests/test_bad_input.py); a job that
+    fails while it runs (here: its data turn NaN at step 5) is recorded, and the others go on."""
     sweep = tmp_path / "sweep"
-    multirun(sweep, "time_sampler.p_equal=0.5,1.5")
+    multirun(sweep, "dataset=custom", "dataset._target_=tests.helpers.NaNCircles", "+dataset.batch=64",
+             "+dataset.first=100000,5")
     metrics = job_metrics(sweep)
     assert metrics[0]["status"] == "completed"
-    assert metrics[1]["status"] == "failed" and "time_sampler.p_equal" in metrics[1]["error"]
+    assert metrics[1]["status"] == "failed" and "non-finite loss" in metrics[1]["error"]
     # a job that never wrote anything (killed before its first file) and a partial sweep
     (sweep / "2" / ".hydra").mkdir(parents=True)
-    (sweep / "2" / ".hydra" / "overrides.yaml").write_text("- time_sampler.p_equal=0.7\n")
+    (sweep / "2" / ".hydra" / "overrides.yaml").write_text("- +dataset.first=7\n")
     out = report(sweep).stdout
     assert "Jobs not completed" in out and "(failed)" in out and "(missing)" in out
-    rows = {r["time_sampler.p_equal"]: r for r in csv.DictReader(open(sweep / "report" / "table.csv"))}
-    assert rows["0.5"]["completed"] == "1/1" and rows["1.5"]["completed"] == "0/1"
-    assert rows["0.7"]["completed"] == "0/1"
+    rows = {r["dataset.first"]: r for r in csv.DictReader(open(sweep / "report" / "table.csv"))}
+    assert rows["100000"]["completed"] == "1/1" and rows["5"]["completed"] == "0/1"
+    assert rows["7"]["completed"] == "0/1"
 
 
 @pytest.mark.slow

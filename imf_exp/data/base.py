@@ -14,6 +14,8 @@ or point ``dataset._target_`` at any class whose instances have ``dim`` and
 
 from __future__ import annotations
 
+import math
+import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
@@ -46,6 +48,9 @@ class Dataset(ABC):
                 f"dataset.mean/dataset.std must have {self.dim} entries (the dataset's dim); "
                 f"got {len(mean)} and {len(std)}"
             )
+        if not all(math.isfinite(float(v)) for v in [*mean, *std]):
+            raise ConfigError(f"dataset {self.name}: its standardization statistics are not finite "
+                              f"(mean {list(mean)}, std {list(std)}): does sample() draw NaN or inf?")
         if any(float(s) <= 0 for s in std):
             raise ConfigError(f"dataset.std={list(std)} is not allowed: every entry must be > 0")
         self.mean = torch.tensor([float(m) for m in mean], dtype=torch.float64)
@@ -105,31 +110,88 @@ class Dataset(ABC):
 
 
 class _Wrapped(Dataset):
-    """Adapter for a duck-typed sampler with ``dim`` and ``sample(n, generator)``."""
+    """Adapter for a duck-typed sampler with ``dim`` and ``sample(n, generator)``.
+
+    ``sample`` may return ``x`` or ``(x, labels)`` as tensors or numpy arrays; they are moved to
+    the generator's device (a sampler that draws on the CPU works for CUDA training too; one
+    that draws with ``device=generator.device`` keeps everything there). Optional attributes:
+    ``num_classes`` (an int), and ``mean`` / ``std`` (``dim`` numbers each) as the fixed
+    standardization; attributes of those names that are not ``dim`` numbers are ignored.
+    """
 
     def __init__(self, inner: Any, mean=None, std=None) -> None:
         self.inner = inner
-        self.dim = int(inner.dim)
-        self.num_classes = int(getattr(inner, "num_classes", 0))
-        super().__init__(
-            mean if mean is not None else getattr(inner, "mean", None),
-            std if std is not None else getattr(inner, "std", None),
-        )
+        name = type(inner).__name__
+        dim, classes = getattr(inner, "dim", None), getattr(inner, "num_classes", 0)
+        if not _is_int(dim) or dim < 1:
+            raise ConfigError(f"dataset {name}: dim={dim!r} is not allowed: an int >= 1")
+        if not _is_int(classes) or classes < 0:
+            raise ConfigError(f"dataset {name}: num_classes={classes!r} is not allowed: an int >= 0")
+        self.dim, self.num_classes = int(dim), int(classes)
+        super().__init__(mean if mean is not None else _statistics(inner, "mean", self.dim),
+                         std if std is not None else _statistics(inner, "std", self.dim))
 
     @property
     def name(self) -> str:
         return type(self.inner).__name__
 
     def sample_native(self, n, generator):
-        out = self.inner.sample(n, generator)
+        try:
+            out = self.inner.sample(n, generator)
+        except Exception as err:  # noqa: BLE001 - the user's code: say whose it is
+            raise ConfigError(f"dataset {self.name}.sample({n}, generator) raised "
+                              f"{type(err).__name__}: {err}") from None
         x, y = out if isinstance(out, tuple) else (out, None)
-        x = torch.as_tensor(x, dtype=torch.float32)
+        device = generator.device
+        try:
+            x = torch.as_tensor(x, dtype=torch.float32, device=device)
+            y = None if y is None else torch.as_tensor(y, device=device).long()
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise ConfigError(f"dataset {self.name}.sample({n}, generator) must return a float "
+                              f"array x (or a tuple (x, labels)); got {type(out).__name__} ({err})") from None
         if x.shape != (n, self.dim):
             raise ConfigError(
                 f"dataset {self.name}.sample({n}, generator) must return shape ({n}, {self.dim}); "
                 f"got {tuple(x.shape)}"
             )
-        return x, (None if y is None else torch.as_tensor(y, dtype=torch.long))
+        return x, y
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _statistics(inner: Any, attr: str, dim: int) -> list[float] | None:
+    """``inner.<attr>`` when it is ``dim`` finite numbers (a fixed statistic), else None."""
+    value = getattr(inner, attr, None)
+    try:
+        values = [float(v) for v in torch.as_tensor(value, dtype=torch.float64).reshape(-1).tolist()]
+    except (TypeError, ValueError, RuntimeError):
+        return None
+    ok = len(values) == dim and all(math.isfinite(v) for v in values) and value is not None
+    return values if ok and (attr != "std" or all(v > 0 for v in values)) else None
+
+
+def check_samples(dataset: Dataset, n: int = 97) -> None:
+    """Draw ``n`` points once, up front, and check what comes back: shape, finiteness, labels
+    present exactly when the dataset has classes, and in ``[0, num_classes)``. Raises
+    :class:`ConfigError` naming the dataset."""
+    x, y = dataset.sample(n, torch.Generator().manual_seed(0))
+    name = dataset.name
+    if x.shape != (n, dataset.dim):
+        raise ConfigError(f"dataset {name} drew shape {tuple(x.shape)}; expected ({n}, {dataset.dim})")
+    if not bool(torch.isfinite(x).all()):
+        raise ConfigError(f"dataset {name} drew non-finite points (NaN or inf)")
+    if dataset.num_classes and y is None:
+        raise ConfigError(f"dataset {name} has num_classes={dataset.num_classes} but sample() "
+                          "returned no labels: return (x, labels)")
+    if y is not None:
+        if y.shape != (n,):
+            raise ConfigError(f"dataset {name} drew labels of shape {tuple(y.shape)}; expected ({n},)")
+        k = dataset.num_classes
+        if k and not bool(((y >= 0) & (y < k)).all()):
+            raise ConfigError(f"dataset {name} drew labels in [{int(y.min())}, {int(y.max())}]; "
+                              f"allowed: 0 .. {k - 1} (num_classes={k})")
 
 
 def as_dataset(obj: Any) -> Dataset:

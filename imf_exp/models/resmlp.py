@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from imf_exp.config import ResMLPConfig, default
+from imf_exp.errors import check
 from imf_exp.models.base import AverageVelocityModel, make_activation
 
 
@@ -36,6 +37,7 @@ class ResMLP(AverageVelocityModel):
     def __init__(self, dim: int, width: int = default(ResMLPConfig, "width"),
                  depth: int = default(ResMLPConfig, "depth"),
                  expansion: int = default(ResMLPConfig, "expansion"), **kwargs) -> None:
+        check(expansion >= 1, "model.expansion", expansion, "an int >= 1")
         super().__init__(dim, width, depth, **kwargs)
         self.inp = nn.Linear(self.in_dim, width)
         self.cond = nn.Sequential(nn.Linear(self.cond_dim, width), make_activation(self.act_name),
