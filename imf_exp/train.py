@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ from imf_exp.config import register_configs, to_dict
 from imf_exp.devices import select_device
 from imf_exp.errors import ConfigError
 from imf_exp.run_dir import RunDir, RunLocked, check_writable
+from imf_exp.scheduler import hand_over, quiet_submitit, stop_signals
 from imf_exp.trainer import Interrupted, NonFiniteError, Trainer
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,8 @@ def _train(cfg: DictConfig, run: RunDir, resume_state: dict | None) -> float:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     config = to_dict(cfg)
-    trainer = Trainer(**cfg.trainer, device=device, seed=cfg.seed, logger=parts.logger, config=config)
+    trainer = Trainer(**cfg.trainer, device=device, seed=cfg.seed, logger=parts.logger, config=config,
+                      stop_signals=stop_signals())
     evaluator = parts.evaluator(cfg.eval)
     n_params = sum(p.numel() for p in parts.model.parameters())
     log.info("run folder: %s", run.path)
@@ -149,8 +150,8 @@ def main(cfg: DictConfig) -> float:
             return math.nan
         _fail(str(err), 2)
     except Interrupted as err:
-        signal.raise_signal(err.signum)  # the previous handler (e.g. submitit's requeue) or exit
-        raise
+        hand_over(err.signum)  # the scheduler's requeue, or the signal's own effect
+        raise  # a submitit job stopped for good: the sweep records a failed job
     except NonFiniteError as err:
         if multirun:  # metrics.json says failed, with the step and the terms
             log.error("job failed: %s", _diverged(err))
@@ -222,6 +223,7 @@ def cli(argv: list[str] | None = None) -> None:
     except ConfigError as err:
         print(f"Error: {err}", file=sys.stderr)
         sys.exit(2)
+    quiet_submitit()  # a sweep's driver polls SLURM through submitit
     run_app(main, "train", argv, extra_check=_precheck(argv))
 
 

@@ -35,9 +35,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: signals that make a run checkpoint the current step and stop (a scheduler's warnings)
-STOP_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None))
-                     if s)
+#: signals that make a run checkpoint the current step and stop (a scheduler's warnings; see
+#: :func:`imf_exp.scheduler.stop_signals` for the ones a submitit job adds)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 COMPILE_MIN_STEPS_CPU = 2000  # measured by imf_exp.bench: where compiling the loss pays on a CPU
 
 
@@ -232,7 +232,8 @@ class Trainer:
     def __init__(self, steps: int, batch_size: int, ema_decay: float, ema_warmup: bool,
                  log_every: int, eval_every: int, checkpoint_every: int, compile: str,
                  progress: bool, max_bad_steps: int, data_pool: int, fused_update: bool, *,
-                 device: torch.device, seed: int, logger=None, config: dict | None = None) -> None:
+                 device: torch.device, seed: int, logger=None, config: dict | None = None,
+                 stop_signals: tuple[int, ...] = STOP_SIGNALS) -> None:
         self.steps, self.batch_size = int(steps), int(batch_size)
         self.ema_decay, self.ema_warmup = float(ema_decay), bool(ema_warmup)
         self.log_every, self.eval_every = int(log_every), int(eval_every)
@@ -243,11 +244,20 @@ class Trainer:
         self.logger, self.config = logger, config or {}
         self.compile = compile_decision(compile, device, self.steps)
         self.state = Progress()  # read by the entry point when fit raises
+        self.stop_signals = tuple(stop_signals)
         self._signal: int | None = None
 
     def fit(self, parts: Parts, evaluator: Evaluator, store: Store,
             resume_state: dict | None = None) -> FitResult:
-        """Train from scratch, or from ``resume_state`` (a checkpoint's contents)."""
+        """Train from scratch, or from ``resume_state`` (a checkpoint's contents). A stop signal
+        that arrives from here on makes the run checkpoint the step it is at and raise
+        :class:`Interrupted` (one that arrives while the step is being built is acted on after
+        the first step)."""
+        with self._signals():
+            return self._fit(parts, evaluator, store, resume_state)
+
+    def _fit(self, parts: Parts, evaluator: Evaluator, store: Store,
+             resume_state: dict | None) -> FitResult:
         step_fn = TrainStep(parts.model, parts.objective, parts.boundary, parts.optimizer,
                             self.steps, self.device, self.compile, self.fused_update,
                             self.ema_decay, self.ema_warmup)
@@ -258,7 +268,7 @@ class Trainer:
             self._restore(resume_state, step_fn, gen, stream)
         pending: list[tuple[int, dict]] = []
         metrics = samples = None
-        with self._signals(), self._progress_bar() as bar:
+        with self._progress_bar() as bar:
             t_last = time.perf_counter()
             for k in range(self.state.step, self.steps):
                 logs = self._step(step_fn, next(stream), k)
@@ -379,7 +389,7 @@ class Trainer:
         """Stop signals set a flag; the loop checkpoints the step it is at and raises
         :class:`Interrupted`. The previous handlers come back afterwards."""
         previous = {}
-        for sig in STOP_SIGNALS:
+        for sig in self.stop_signals:
             try:
                 previous[sig] = signal.signal(sig, self._on_signal)
             except ValueError:  # not the main thread: the launcher handles signals
