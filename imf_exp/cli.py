@@ -306,6 +306,21 @@ def _split_flags(argv: list[str]) -> tuple[list[str], list[str]]:
     return flags, rest
 
 
+def compose(config_name: str, overrides: Sequence[str] = ()) -> DictConfig:
+    """``conf/<config_name>.yaml`` composed with ``overrides`` as its command would compose it
+    (for code that runs a command's work in-process: tests, the benchmark, the CUDA check)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from imf_exp.config import register_configs
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return hydra_compose(config_name, overrides=list(overrides))
+
+
 def hydra_app(config_name: str, work: Callable[[DictConfig], object]) -> Callable[[], None]:
     """The Hydra main of a command that reads ``conf/<config_name>.yaml`` and calls
     ``work(cfg)``; a :class:`ConfigError` it raises is printed as one line, exit code 2."""

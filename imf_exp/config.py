@@ -107,6 +107,8 @@ class TrainerConfig:
     max_bad_steps: int = 0  # > 0: skip up to this many non-finite steps (a host sync per step)
     data_pool: int = 0  # > 0: draw this many batches at once and hand them out one per step
     fused_update: bool = False  # clipping + Adam/AdamW + EMA as one compiled function
+    tf32: bool = False  # CUDA: TF32 matmuls and convolutions (faster, about 1e-3 relative error)
+    sync_check: bool = False  # CUDA: a training step that synchronizes the host raises
 
 
 @dataclass
@@ -509,6 +511,8 @@ def validate(cfg: DictConfig) -> None:
     check(tr.checkpoint_every >= 0, "trainer.checkpoint_every", tr.checkpoint_every,
           "an int >= 0 (0: only at the end)")
     check(tr.max_bad_steps >= 0, "trainer.max_bad_steps", tr.max_bad_steps, "an int >= 0")
+    check(not (tr.sync_check and tr.max_bad_steps), "trainer.sync_check", tr.sync_check,
+          "false while trainer.max_bad_steps > 0 (skipping bad steps reads every step's loss)")
     check(0 <= tr.data_pool <= 100_000, "trainer.data_pool", tr.data_pool,
           "an int >= 0 (at most 100000; 0: one draw per step)")
     check(10 <= ev.n <= MAX_EVAL_N, "eval.n", ev.n, f"an int >= 10 (at most {MAX_EVAL_N})")

@@ -395,7 +395,7 @@ class RunDir:
             state = self.load_checkpoint()
             if state is None:
                 raise ConfigError(f"resume={str(self.path)!r}: no checkpoint.pt in the folder yet")
-            diff = config_diff(state["config"], now, only=override_keys)
+            diff = config_diff(to_dict(complete_saved_config(state["config"])), now, only=override_keys)
             if diff:
                 raise ConfigError(f"resume={str(self.path)!r} uses the run's own config; these "
                                   f"overrides would change it: {'; '.join(diff)}")
@@ -409,7 +409,7 @@ class RunDir:
         state = self.load_checkpoint()
         if state is None:
             return cfg, None
-        diff = config_diff(state["config"], now)
+        diff = config_diff(to_dict(complete_saved_config(state["config"])), now)
         if diff:
             raise ConfigError(f"the run folder {self.path} already holds a checkpoint of another "
                               f"config (differs at {'; '.join(diff)}); choose a new folder, or "

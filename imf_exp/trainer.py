@@ -231,8 +231,9 @@ class Trainer:
 
     def __init__(self, steps: int, batch_size: int, ema_decay: float, ema_warmup: bool,
                  log_every: int, eval_every: int, checkpoint_every: int, compile: str,
-                 progress: bool, max_bad_steps: int, data_pool: int, fused_update: bool, *,
-                 device: torch.device, seed: int, logger=None, config: dict | None = None,
+                 progress: bool, max_bad_steps: int, data_pool: int, fused_update: bool,
+                 tf32: bool = False, sync_check: bool = False, *, device: torch.device, seed: int,
+                 logger=None, config: dict | None = None,
                  stop_signals: tuple[int, ...] = STOP_SIGNALS) -> None:
         self.steps, self.batch_size = int(steps), int(batch_size)
         self.ema_decay, self.ema_warmup = float(ema_decay), bool(ema_warmup)
@@ -240,6 +241,9 @@ class Trainer:
         self.checkpoint_every, self.progress = int(checkpoint_every), bool(progress)
         self.max_bad_steps, self.data_pool = int(max_bad_steps), int(data_pool)
         self.fused_update = bool(fused_update)
+        self.sync_check = bool(sync_check) and device.type == "cuda"
+        if device.type == "cuda":  # a process-wide choice, made where the run's device is known
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = bool(tf32)
         self.device, self.seed = device, int(seed)
         self.logger, self.config = logger, config or {}
         self.compile = compile_decision(compile, device, self.steps)
@@ -270,8 +274,10 @@ class Trainer:
         metrics = samples = None
         with self._progress_bar() as bar:
             t_last = time.perf_counter()
-            for k in range(self.state.step, self.steps):
-                logs = self._step(step_fn, next(stream), k)
+            first = self.state.step
+            for k in range(first, self.steps):
+                with self._no_sync(k > first):  # the first step compiles and allocates
+                    logs = self._step(step_fn, next(stream), k)
                 if logs is None:  # a skipped bad step
                     continue
                 done = self.state.step = k + 1
@@ -356,7 +362,8 @@ class Trainer:
                 "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
                         "python": random.getstate(), "data": gen.get_state(),
                         "data_device": gen.device.type},
-                "data_pool": stream.state_dict(), "history": s.history, "evals": s.evals,
+                "data_pool": stream.state_dict(), "dataset": stream.args[0].state_dict(),
+                "history": s.history, "evals": s.evals,
                 "config": self.config, "train_seconds": s.train_seconds, "bad_steps": s.bad_steps}
 
     def _restore(self, state: dict, step_fn: TrainStep, gen: torch.Generator,
@@ -376,9 +383,23 @@ class Trainer:
                         "uninterrupted run", gen.device.type, saved_device)
         stream.load_state_dict([tuple(None if x is None else x.to(self.device) for x in b)
                                 for b in state.get("data_pool", [])])
+        stream.args[0].load_state_dict(state.get("dataset", {}))
         self.state = Progress(int(state["step"]), state["history"], state["evals"],
                               float(state.get("train_seconds", 0.0)), int(state.get("bad_steps", 0)))
         log.info("resumed from %s at step %d", state.get("path", "checkpoint"), self.state.step)
+
+    @contextlib.contextmanager
+    def _no_sync(self, active: bool) -> Iterator[None]:
+        """``trainer.sync_check`` on CUDA: a host-device synchronization inside the block raises
+        (``torch.cuda.set_sync_debug_mode("error")``)."""
+        if not (active and self.sync_check):
+            yield
+            return
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            yield
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
 
     # ---- signals and the progress bar ----------------------------------------------------------
     def _on_signal(self, signum, frame) -> None:

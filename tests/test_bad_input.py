@@ -60,6 +60,8 @@ CASES = [
     ("train", ["trainer.checkpoint_every=-1"], ["trainer.checkpoint_every", ">= 0"]),
     ("train", ["trainer.max_bad_steps=-1"], ["trainer.max_bad_steps", ">= 0"]),
     ("train", ["trainer.data_pool=-1"], ["trainer.data_pool", ">= 0"]),
+    ("train", ["trainer.sync_check=true", "trainer.max_bad_steps=2"], ["trainer.sync_check", "max_bad_steps"]),
+    ("train", ["trainer.tf32=maybe"], ["trainer.tf32", "true or false"]),
     ("train", ["eval.n=5"], ["eval.n", ">= 10"]),
     ("train", ["eval.nfe=[0]"], ["eval.nfe", ">= 1"]),
     ("train", ["eval.nfe=[]"], ["eval.nfe", "non-empty"]),

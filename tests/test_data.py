@@ -106,3 +106,33 @@ def test_custom_samplers_get_what_they_need_and_nothing_else():
     fixed = as_dataset(type("Fixed", (), {"dim": 2, "mean": [1.0, 2.0], "std": [3.0, 4.0],
                                           "sample": lambda self, n, g: torch.randn(n, 2, generator=g)})())
     assert fixed.mean.tolist() == [1.0, 2.0] and fixed.std.tolist() == [3.0, 4.0]
+
+
+class _DeviceGenerator:
+    """Stands in for a CUDA generator on a machine without one: a generator object of another
+    device ("meta": shapes without data), which a sampler written for the CPU cannot use."""
+
+    device = torch.device("meta")
+
+    def initial_seed(self):
+        return 7
+
+
+def test_a_sampler_written_for_the_cpu_gets_a_cpu_generator_on_another_device(caplog):
+    """``torch.rand(n, generator=g)`` without a device fails with a CUDA generator: the wrapper then
+    hands the sampler a CPU generator of its own (seeded from the run's), moves what it draws to
+    the device, says so once, and carries that generator's state through checkpoints."""
+    from imf_exp.cuda_check import CpuOnlySampler
+
+    ds = as_dataset(CpuOnlySampler())
+    with caplog.at_level("WARNING"):
+        x, _ = ds.sample_native(16, _DeviceGenerator())
+        ds.sample_native(16, _DeviceGenerator())
+    assert x.device.type == "meta" and x.shape == (16, 2)
+    assert caplog.text.count("gets a CPU generator of its own") == 1
+    state = ds.state_dict()
+    later = ds.inner.sample(5, ds._cpu_generator)  # what the next draw gives
+    other = as_dataset(CpuOnlySampler())
+    other.load_state_dict(state)
+    assert torch.equal(other.inner.sample(5, other._cpu_generator), later)
+    assert as_dataset(Ring()).state_dict() == {}  # nothing to carry when it never switched

@@ -145,3 +145,35 @@ def test_compile_decision_on_a_cpu(mode, steps, expected):
     from imf_exp.trainer import compile_decision
 
     assert compile_decision(mode, torch.device("cpu"), steps) is expected
+
+
+def test_the_interval_time_waits_for_the_device(monkeypatch):
+    """steps_per_s and train_seconds are read after the device's queued work is done: the loop
+    synchronizes the device at every log interval (and only there, never per step)."""
+    import imf_exp.trainer as trainer_module
+
+    calls = []
+    monkeypatch.setattr(trainer_module, "synchronize", lambda device: calls.append(device.type))
+    result, _, _ = fit()
+    assert len(calls) == len(result.progress.history) == 4 and set(calls) == {"cpu"}
+
+
+def test_an_unconditional_query_of_a_guided_model_reads_nothing_back_from_the_device(monkeypatch):
+    """A guided model asked without a condition (figures, the ODE's unconditional velocity) builds
+    the null condition on the device: no ``.item()`` or ``bool()`` of a tensor (each a host sync
+    on CUDA)."""
+    from imf_exp.condition import Condition
+    from imf_exp.models import MLP
+
+    model = MLP(2, width=8, depth=1, embedding_dim=4, num_classes=3)
+    z, r, t = torch.randn(5, 2), torch.zeros(5), torch.ones(5)
+    expected = model(z, r, t, Condition.build(torch.full((5,), 3), 1.0))
+
+    def no_sync(*args):
+        raise AssertionError("a tensor was read back on the host")
+
+    monkeypatch.setattr(torch.Tensor, "item", no_sync)
+    monkeypatch.setattr(torch.Tensor, "__bool__", no_sync)
+    with torch.no_grad():
+        assert torch.equal(model(z, r, t), expected.detach())
+        Condition.build(torch.full((5,), 1), 2.0, (0.2, 0.8))  # a float omega: checked on the host

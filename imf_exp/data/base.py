@@ -14,6 +14,7 @@ or point ``dataset._target_`` at any class whose instances have ``dim`` and
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 from abc import ABC, abstractmethod
@@ -24,6 +25,7 @@ import torch
 
 from imf_exp.errors import ConfigError
 
+log = logging.getLogger(__name__)
 REFERENCE_N = 1_000_000
 REFERENCE_SEED = 0
 
@@ -83,6 +85,14 @@ class Dataset(ABC):
         x, y = self.sample_native(n, generator)
         return self.standardize(x), y
 
+    def state_dict(self) -> dict:
+        """What a dataset must carry across a resume besides the run's generator (nothing for a
+        stateless sampler); part of every checkpoint."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
     def eval_reference(self, n: int, generator: torch.Generator):
         """The evaluation reference set ``(x, labels)``: ``n`` fresh standardized points."""
         return self.sample(n, generator)
@@ -128,6 +138,7 @@ class _Wrapped(Dataset):
         if not _is_int(classes) or classes < 0:
             raise ConfigError(f"dataset {name}: num_classes={classes!r} is not allowed: an int >= 0")
         self.dim, self.num_classes = int(dim), int(classes)
+        self._cpu_generator: torch.Generator | None = None  # see _takes_a_cpu_generator
         super().__init__(mean if mean is not None else _statistics(inner, "mean", self.dim),
                          std if std is not None else _statistics(inner, "std", self.dim))
 
@@ -135,12 +146,38 @@ class _Wrapped(Dataset):
     def name(self) -> str:
         return type(self.inner).__name__
 
-    def sample_native(self, n, generator):
+    def _takes_a_cpu_generator(self, n: int, generator: torch.Generator) -> bool:
+        """A sampler written for the CPU (``torch.rand(n, generator=g)`` with no device) fails on
+        a CUDA generator: from then on it gets a CPU generator of its own, seeded from the run's
+        (its state goes into checkpoints), and what it draws is moved to the device. True when
+        the sampler works that way."""
+        seed = generator.initial_seed()  # the run's seed: known on the host, no sync
         try:
-            out = self.inner.sample(n, generator)
+            self.inner.sample(min(n, 8), torch.Generator().manual_seed(seed))
+        except Exception:  # noqa: BLE001 - it fails on the CPU too: the caller reports the first error
+            return False
+        self._cpu_generator = torch.Generator().manual_seed(seed)
+        log.warning("dataset %s.sample does not draw with a %s generator: it gets a CPU generator of "
+                    "its own, and its points are moved to the device", self.name, "CUDA")
+        return True
+
+    def state_dict(self) -> dict:
+        return {} if self._cpu_generator is None else {"cpu_generator": self._cpu_generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "cpu_generator" in state:
+            self._cpu_generator = torch.Generator()
+            self._cpu_generator.set_state(state["cpu_generator"])
+
+    def sample_native(self, n, generator):
+        own = self._cpu_generator if generator.device.type != "cpu" else None
+        try:
+            out = self.inner.sample(n, own or generator)
         except Exception as err:  # noqa: BLE001 - the user's code: say whose it is
+            if generator.device.type != "cpu" and own is None and self._takes_a_cpu_generator(n, generator):
+                return self.sample_native(n, generator)
             raise ConfigError(f"dataset {self.name}.sample({n}, generator) raised "
-                              f"{type(err).__name__}: {err}") from None
+                              f"{type(err).__name__}: {str(err).strip().splitlines()[0]}") from None
         x, y = out if isinstance(out, tuple) else (out, None)
         device = generator.device
         try:
