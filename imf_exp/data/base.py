@@ -90,8 +90,8 @@ class Dataset(ABC):
         stateless sampler); part of every checkpoint."""
         return {}
 
-    def load_state_dict(self, state: dict) -> None:
-        pass
+    def load_state_dict(self, state: dict) -> None:  # noqa: B027 - an optional hook
+        """Restore what :meth:`state_dict` returned (nothing, for a stateless sampler)."""
 
     def eval_reference(self, n: int, generator: torch.Generator):
         """The evaluation reference set ``(x, labels)``: ``n`` fresh standardized points."""
