@@ -378,6 +378,7 @@ class ReportConfig:
     sweep: str = MISSING  # the sweep folder (outputs/multiruns/DATE/TIME)
     metric: str | None = None  # None: the jobs' primary metric
     columns: list[str] | None = None  # None: the primary sampler's summary metrics
+    grid: list[str] | None = None  # ROW,COLUMN (two swept keys): report/grid.png of 2-D samples
 
 
 SCHEMAS: dict[tuple[str | None, str], Any] = {

@@ -152,17 +152,28 @@ def plot_image_samples(reference: np.ndarray, panels: Mapping[str, np.ndarray], 
 
 
 def plot_loss(history: Sequence[Mapping[str, float]], path: Path, title: str = "") -> Path:
-    """Training loss terms against step, one curve per ``loss*`` key of the history rows."""
+    """Training curves against step: each loss term ``loss_<name>`` (solid) beside its unweighted
+    error ``err_<name>`` (dashed, same colour; drawn where it differs from the term, i.e. with
+    adaptive weighting ``p > 0``), and the total ``loss`` (black) where it differs from the ``u``
+    term (an auxiliary head's term added)."""
     steps = [h["step"] for h in history]
-    keys = [k for k in history[0] if k.startswith("loss")] if history else []
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for k in keys:
-        ax.plot(steps, [h[k] for h in history], label=k)
+    series = {k: [h.get(k, math.nan) for h in history] for k in (history[0] if history else {})}
+    names = [k.removeprefix("loss_") for k in series if k.startswith("loss_")]
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    colors = plt.get_cmap("tab10")
+    for i, name in enumerate(names):
+        ax.plot(steps, series[f"loss_{name}"], color=colors(i), lw=1.4, label=f"loss_{name} (weighted)")
+        err = series.get(f"err_{name}")
+        if err is not None and not np.allclose(err, series[f"loss_{name}"], rtol=1e-6, equal_nan=True):
+            ax.plot(steps, err, color=colors(i), lw=1.2, ls="--", label=f"err_{name} = |delta|^2")
+    if "loss" in series and (len(names) != 1 or not np.allclose(series["loss"], series[f"loss_{names[0]}"],
+                                                                 rtol=1e-6, equal_nan=True)):
+        ax.plot(steps, series["loss"], color="black", lw=1.0, label="loss (total)")
     ax.set_xlabel("step")
-    ax.set_ylabel("loss (adaptive metric)")
+    ax.set_ylabel("training loss / error (batch means)")
     ax.set_yscale("log")
-    ax.grid(alpha=0.3)
-    if keys:
+    ax.grid(alpha=0.3, which="both")
+    if names:
         ax.legend(fontsize=8)
     return save(fig, path, title)
 
@@ -212,7 +223,7 @@ def plot_transport(start: np.ndarray, end: np.ndarray, reference: np.ndarray, pa
 
 def plot_grid(rows: Sequence[Sequence[tuple[str, np.ndarray] | None]], path: Path, title: str = "",
               reference: np.ndarray | None = None, side: int | None = None,
-              gray: tuple[float, float] | None = None, cols: int | None = None) -> Path:
+              gray: tuple[float, float] | None = None, cols: int | None = None, font: int = 9) -> Path:
     """Panels of points (or images, with ``side``) on one sheet: ``rows`` of ``(title, array)``
     cells (None: an empty cell); with ``cols`` the panels wrap onto lines of ``cols``. 2-D panels
     share their axes and are drawn over the reference density when ``reference`` is given; image
@@ -246,7 +257,7 @@ def plot_grid(rows: Sequence[Sequence[tuple[str, np.ndarray] | None]], path: Pat
                 if reference is not None:
                     density(ax, reference, limits)
                 scatter(ax, a, limits, "black" if name == "reference" else "tab:blue")
-            ax.set_title(name, fontsize=9)
+            ax.set_title(name, fontsize=font)
     fig.suptitle(title, fontsize=10)
     return save(fig, path, dpi=100, tight=False)
 

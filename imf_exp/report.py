@@ -166,16 +166,20 @@ def _check_names(jobs: list[dict], metric: str | None, columns: list[str] | None
                               f"metrics, e.g. {', '.join(names[:6])})")
 
 
-def write_report(sweep: Path, metric: str | None = None, columns: list[str] | None = None) -> Path:
+def write_report(sweep: Path, metric: str | None = None, columns: list[str] | None = None,
+                 grid: list[str] | None = None) -> Path:
     jobs = collect(sweep)
     _check_names(jobs, metric, columns)
+    keys = swept_keys(jobs)
+    if grid is not None and (len(grid) != 2 or not set(grid) <= set(keys) - set(SEED_KEYS)):
+        raise ConfigError(f"grid={','.join(grid)!r} is not allowed: two swept keys ROW,COLUMN; "
+                          f"swept: {', '.join(k for k in keys if k not in SEED_KEYS) or '(nothing)'}")
     out = sweep / "report"
     check_writable(out, "sweep")
     try:
         out.mkdir(exist_ok=True)
     except OSError as err:
         raise ConfigError(f"cannot write the report into {out}: {err.strerror or err}") from None
-    keys = swept_keys(jobs)
     group_keys = [k for k in keys if k not in SEED_KEYS]
     primary = metric or next((j["primary"] for j in jobs if j.get("primary")), "nfe1/w2_ratio")
 
@@ -221,6 +225,8 @@ def write_report(sweep: Path, metric: str | None = None, columns: list[str] | No
                   f"{' - ' + j['error'] if j['error'] else ''}" for j in problems]
     (out / "table.md").write_text("\n".join(lines) + "\n")
     _figures(sweep, out, rows, group_keys, primary)
+    if grid:
+        _grid_figure(sweep, out / "grid.png", rows, grid, prefix)
     return out
 
 
@@ -252,9 +258,55 @@ def _figures(sweep: Path, out: Path, rows: list[dict], keys: list[str], primary:
                     side=side, cols=min(len(cells), 4))
 
 
+def _reference(sweep: Path, job: dict) -> np.ndarray | None:
+    """The evaluation reference of a job (its dataset and eval settings, from metrics.json)."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from imf_exp.build import instantiate_node
+    from imf_exp.data.base import as_dataset
+
+    config = (RunDir(sweep / job["job"]).read_metrics() or {}).get("config")
+    if not isinstance(config, dict) or "dataset" not in config:
+        return None
+    dataset = as_dataset(instantiate_node(OmegaConf.create(config), "dataset"))
+    ev = config.get("eval", {})
+    real, _ = dataset.eval_reference(int(ev.get("n", 2000)), torch.Generator().manual_seed(int(ev.get("seed", 1234))))
+    return real.float().numpy()
+
+
+def _grid_figure(sweep: Path, path: Path, rows: list[dict], grid: list[str], prefix: str) -> None:
+    """One row per value of ``grid[0]``: the reference, then the first completed seed's samples
+    of each value of ``grid[1]``, titled with mean metrics over seeds (2-D data)."""
+    from imf_exp import plots
+
+    row_key, col_key = grid
+    row_values = list(dict.fromkeys(r[row_key] for r in rows))
+    col_values = list(dict.fromkeys(r[col_key] for r in rows))
+    cells = []
+    for rv in row_values:
+        line, ref = [], None
+        for cv in col_values:
+            r = next((x for x in rows if x[row_key] == rv and x[col_key] == cv), None)
+            done = [m for m in (r or {}).get("_members", []) if m["status"] == "completed"]
+            if not done:
+                line.append((f"{cv}\n(no completed job)", None))
+                continue
+            ref = ref if ref is not None else _reference(sweep, done[0])
+            own = done[0]["final"].get(f"{OWN}/sampler") if prefix == OWN + "/" else prefix.rstrip("/")
+            samples = RunDir(sweep / done[0]["job"]).load_samples(own or "nfe1")
+            title = (f"{cv} ({own}, {r['completed']} seeds)\nW2 ratio {_cell(r, prefix + 'w2_ratio')}\n"
+                     f"precision {_cell(r, prefix + 'precision')}")
+            line.append((title, None if samples is None else samples["standardized"]))
+        cells.append([(f"{row_key}={rv}\nreference", ref)] + line)
+    plots.plot_grid(cells, path, f"{row_key} x {col_key}: samples of the first seed, metrics over seeds",
+                    font=7)
+
+
 def report(cfg: DictConfig) -> Path:
     """Write the report of the sweep folder ``cfg.sweep``; print its table."""
-    out = write_report(Path(cfg.sweep), cfg.metric, list(cfg.columns) if cfg.columns else None)
+    out = write_report(Path(cfg.sweep), cfg.metric, list(cfg.columns) if cfg.columns else None,
+                       list(cfg.grid) if cfg.grid else None)
     print((out / "table.md").read_text())
     print(f"wrote {out}/table.md, table.csv, jobs.csv, metric.png, samples.png")
     return out
@@ -264,7 +316,7 @@ main = hydra_app("report", report)
 
 
 def cli(argv: list[str] | None = None) -> None:
-    run_app(main, "report", argv, positional="sweep", lists=("columns",))
+    run_app(main, "report", argv, positional="sweep", lists=("columns", "grid"))
 
 
 if __name__ == "__main__":

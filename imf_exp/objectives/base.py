@@ -16,7 +16,7 @@ from torch.func import jvp
 from imf_exp.boundary import BoundaryMode
 from imf_exp.config import IMFConfig, default
 from imf_exp.errors import check
-from imf_exp.objectives.weighting import adaptive_metric
+from imf_exp.objectives.weighting import adaptive_metric, squared_error, weighted_mean
 
 Logs = dict[str, torch.Tensor]
 
@@ -56,16 +56,24 @@ class Objective(ABC):
     def metric(self, delta: torch.Tensor) -> torch.Tensor:
         return adaptive_metric(delta, self.norm_p, self.norm_eps)
 
-    def with_aux_term(self, loss_u: torch.Tensor, boundary: BoundaryMode, v_theta: torch.Tensor | None,
-                      v_tgt: torch.Tensor) -> tuple[torch.Tensor, Logs]:
-        """``loss_u``, plus ``aux_weight * metric(v_theta - v_tgt)`` in ``aux_head`` mode (the
-        auxiliary head's own flow-matching term); with the detached logs of each term."""
-        logs = {"loss_u": loss_u.detach()}
-        loss = loss_u
+    def term(self, name: str, delta: torch.Tensor, logs: Logs) -> torch.Tensor:
+        """``metric(delta)``, logged as ``loss_<name>`` beside the unweighted error
+        ``err_<name> = mean_i |delta_i|^2`` (what the weighting with ``p > 0`` rescales)."""
+        sq = squared_error(delta)
+        loss = weighted_mean(sq, self.norm_p, self.norm_eps)
+        logs[f"loss_{name}"] = loss.detach()
+        logs[f"err_{name}"] = sq.detach().mean()
+        return loss
+
+    def total(self, delta_u: torch.Tensor, boundary: BoundaryMode, v_theta: torch.Tensor | None,
+              v_tgt: torch.Tensor) -> tuple[torch.Tensor, Logs]:
+        """The loss of the average-velocity objectives: the ``u`` term on ``delta_u``, plus
+        ``aux_weight * metric(v_theta - v_tgt)`` in ``aux_head`` mode (the auxiliary head's own
+        flow-matching term); with the detached logs of each term."""
+        logs: Logs = {}
+        loss = self.term("u", delta_u, logs)
         if boundary.aux_head:
-            loss_v = self.metric(v_theta - v_tgt)
-            logs["loss_v"] = loss_v.detach()
-            loss = loss + boundary.aux_weight * loss_v
+            loss = loss + boundary.aux_weight * self.term("v", v_theta - v_tgt, logs)
         logs["loss"] = loss.detach()
         return loss, logs
 

@@ -19,5 +19,7 @@ class FlowMatching(Objective):
     def __call__(self, model, x, e, r, t, boundary, cond=None):
         z, v = interpolate(x, e, t)
         v_tgt, v_theta = guided_velocity(model, z, t, v, cond, grad=True)
-        loss = self.metric(v_theta - v_tgt)
-        return loss, {"loss": loss.detach(), "loss_v": loss.detach()}
+        logs = {}
+        loss = self.term("v", v_theta - v_tgt, logs)
+        logs["loss"] = loss.detach()
+        return loss, logs

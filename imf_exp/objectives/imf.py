@@ -34,4 +34,4 @@ class IMF(Objective):
             with torch.no_grad():
                 v_theta = model.velocity(z, t)
         compound, _ = compound_velocity(model, z, r, t, v_theta.detach(), cond)
-        return self.with_aux_term(self.metric(compound - v_tgt), boundary, v_theta, v_tgt)
+        return self.total(compound - v_tgt, boundary, v_theta, v_tgt)

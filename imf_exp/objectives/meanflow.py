@@ -19,4 +19,4 @@ class MeanFlow(Objective):
         v_tgt, v_theta = guided_velocity(model, z, t, v, cond, grad=boundary.aux_head)
         u, dudt = total_derivative(model, z, r, t, v_tgt, cond)
         target = v_tgt - (t - r)[:, None] * dudt
-        return self.with_aux_term(self.metric(u - target.detach()), boundary, v_theta, v_tgt)
+        return self.total(u - target.detach(), boundary, v_theta, v_tgt)
