@@ -102,7 +102,8 @@ def test_imf_loss_value_against_finite_differences():
         V = model(z, r, t) + (t - r)[:, None] * dudt
         expected = ((V - (e - x)) ** 2).sum(1).mean()
     assert abs(loss.item() - expected.item()) < 1e-7
-    assert set(logs) == {"loss", "loss_u"}
+    assert set(logs) == {"loss", "loss_u", "err_u"}  # err_u: the unweighted error, here the loss
+    assert abs(logs["err_u"].item() - expected.item()) < 1e-7
 
 
 def test_meanflow_and_flow_matching_targets():
@@ -133,3 +134,17 @@ def test_adaptive_metric_value_and_gradient():
         # the weight is a constant: d/d delta = 2 delta / (L + c)^p / batch
         expected = 2 * delta.detach() / (sq + c)[:, None] ** p / len(delta)
         assert torch.allclose(grad, expected)
+
+
+def test_the_unweighted_error_is_logged_beside_the_weighted_loss():
+    """With adaptive weighting (p = 1) the loss is mean L / sg(L + c) (near 1 by construction);
+    err_u is mean L itself, what the weighting rescales: the figure shows both."""
+    model = make_model(MLP, "t,t-r", False)
+    x, e, r, t = batch()
+    _, logs = IMF(norm_p=1.0, norm_eps=0.01)(model, x, e, r, t, BoundaryMode())
+    z, _ = interpolate(x, e, t)
+    v = model.velocity(z, t).detach()
+    V, _ = compound_velocity(model, z, r, t, v)
+    sq = ((V - (e - x)) ** 2).sum(1)
+    assert logs["err_u"].item() == pytest.approx(sq.mean().item(), rel=1e-9)
+    assert logs["loss_u"].item() == pytest.approx((sq / (sq + 0.01)).mean().item(), rel=1e-9)
