@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from imf_exp.build import build
 from imf_exp.cli import run as run_app
 from imf_exp.config import register_configs, to_dict
-from imf_exp.devices import select_device
+from imf_exp.devices import cpu_threads, select_device
 from imf_exp.errors import ConfigError
 from imf_exp.run_dir import RunDir, RunLocked, check_writable
 from imf_exp.scheduler import hand_over, quiet_submitit, stop_signals
@@ -53,8 +53,8 @@ def _train(cfg: DictConfig, run: RunDir, resume_state: dict | None) -> float:
     t0 = time.perf_counter()
     parts = build(cfg)
     device = select_device(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    if device.type == "cpu":
+        torch.set_num_threads(cpu_threads(cfg.threads))
     config = to_dict(cfg)
     trainer = Trainer(**cfg.trainer, device=device, seed=cfg.seed, logger=parts.logger, config=config,
                       stop_signals=stop_signals())
@@ -91,7 +91,7 @@ def _train(cfg: DictConfig, run: RunDir, resume_state: dict | None) -> float:
         train={"steps": trainer.steps, "train_seconds": train_s,
                "wall_seconds": time.perf_counter() - t0,
                "steps_per_s": trainer.steps / max(train_s, 1e-9), "parameters": n_params,
-               "device": str(device), **_peak_memory(device)},
+               "device": str(device), "threads": torch.get_num_threads(), **_peak_memory(device)},
         history=progress.history)
     from imf_exp.figures import make_figures  # matplotlib: imported only once figures are due
 

@@ -177,3 +177,16 @@ def test_an_unconditional_query_of_a_guided_model_reads_nothing_back_from_the_de
     with torch.no_grad():
         assert torch.equal(model(z, r, t), expected.detach())
         Condition.build(torch.full((5,), 1), 2.0, (0.2, 0.8))  # a float omega: checked on the host
+
+
+def test_cpu_threads_follow_the_request_then_the_environment_then_the_load(monkeypatch):
+    from imf_exp.devices import cpu_threads
+
+    assert cpu_threads(3) == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert cpu_threads(None) == torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
+    for load, expected in ((0.1, 2), (1.0, 1), (1.6, 1), (5.0, 1)):
+        monkeypatch.setattr("os.getloadavg", lambda load=load: (load, load, load))
+        assert cpu_threads(None) == expected, load
