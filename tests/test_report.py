@@ -83,3 +83,30 @@ def test_experiment_configs_compose_with_their_sweeps(name, swept, jobs):
     assert cfg.name == name and cfg.hydra.sweep.dir.startswith(f"outputs/experiments/{name}/")
     if name == "guidance_digits":
         assert cfg.dataset._target_ == "imf_exp.data.Digits" and cfg.guidance.eval_omega[0] == 1.0
+
+
+def test_grid_of_two_swept_keys_draws_a_reference_per_row(tmp_path):
+    """``grid=dataset,objective``: one row per dataset (its evaluation reference first), one
+    column per objective (the first seed's samples, titled with the metrics over seeds)."""
+    import struct
+
+    from tests.conftest import compose_cfg
+
+    num = 0
+    for dataset in ("moons", "circles"):
+        from imf_exp.config import to_dict
+
+        config = {"dataset": to_dict(compose_cfg([f"dataset={dataset}"]).dataset), "eval": {"n": 50, "seed": 1}}
+        for objective, sampler in (("imf", "nfe1"), ("flow_matching", "ode100")):
+            for seed in (0, 1):
+                make_job(tmp_path, num, [f"dataset={dataset}", f"objective={objective}", f"seed={seed}"],
+                         f"{sampler}/w2_ratio", {f"{sampler}/w2_ratio": 1.1 + seed, f"{sampler}/precision": 0.9})
+                metrics = json.loads((tmp_path / str(num) / "metrics.json").read_text())
+                (tmp_path / str(num) / "metrics.json").write_text(json.dumps({**metrics, "config": config}))
+                num += 1
+    out = write_report(tmp_path, grid=["dataset", "objective"])
+    data = (out / "grid.png").read_bytes()
+    width, height = struct.unpack(">II", data[16:24])
+    assert data[:4] == b"\x89PNG" and width > 2 * 250 and height > 2 * 200  # 3 columns, 2 rows
+    with pytest.raises(Exception, match="grid="):
+        write_report(tmp_path, grid=["dataset", "model.width"])
