@@ -42,12 +42,15 @@ def normalize(argv: Sequence[str], positional: str | None = None, lists: Sequenc
     """The command line with the shorthands spelled out for Hydra: a first argument without
     ``=`` becomes ``positional=ARG``; ``key=a,b`` becomes ``key=[a,b]`` for ``lists``; the values
     of ``strings`` are quoted (``class=null`` is the string ``null``, ``class=0.7,0.3`` one
-    string)."""
+    string); ``GROUP=null`` of an optional group (``recipe=null``) leaves the group out."""
     out: list[str] = []
     for i, arg in enumerate(argv):
         if positional and i == 0 and "=" not in arg and not arg.startswith("-"):
             arg = f"{positional}={_quote(arg)}"
         key, sep, value = arg.partition("=")
+        if key in OPTIONAL_GROUPS and value == "null":
+            out.append(f"~{key}")
+            continue
         plain = sep and value[:1] not in "[('\"" and not value.startswith(("choice(", "range("))
         if plain and key in strings:
             arg = f"{key}='{value}'" if re.fullmatch(r"[\w.,\-+]*", value) else f"{key}={_quote(value)}"
