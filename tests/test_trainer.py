@@ -1,5 +1,7 @@
 """The training step and loop: batches, one step, the data generator on resume."""
 
+import os
+
 import pytest
 import torch
 
@@ -180,6 +182,7 @@ def test_an_unconditional_query_of_a_guided_model_reads_nothing_back_from_the_de
 
 
 def test_cpu_threads_follow_the_request_then_the_environment_then_the_load(monkeypatch):
+    from imf_exp import devices
     from imf_exp.devices import cpu_threads
 
     assert cpu_threads(3) == 3
@@ -187,6 +190,24 @@ def test_cpu_threads_follow_the_request_then_the_environment_then_the_load(monke
     assert cpu_threads(None) == torch.get_num_threads()
     monkeypatch.delenv("OMP_NUM_THREADS")
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    for busy, expected in ((0.0, 2), (0.3, 2), (0.6, 1), (1.0, 1), (2.0, 1)):
+        # /proc/stat's idle and total jiffies before and after the window: busy CPUs of 2
+        def stat(busy=busy, calls=[0]):  # noqa: B006 - the call counter
+            calls[0] += 1
+            return (1000.0, 5000.0) if calls[0] % 2 else (1000.0 + 200 * (1 - busy / 2), 5200.0)
+
+        monkeypatch.setattr(devices, "_cpu_times", stat)
+        assert devices.busy_cpus() == pytest.approx(busy)
+        assert cpu_threads(None) == expected, busy
+    monkeypatch.setattr(devices, "_cpu_times", lambda: None)  # no /proc/stat: the load average
     for load, expected in ((0.1, 2), (1.0, 1), (1.6, 1), (5.0, 1)):
         monkeypatch.setattr("os.getloadavg", lambda load=load: (load, load, load))
         assert cpu_threads(None) == expected, load
+
+
+def test_busy_cpus_reads_this_machine():
+    from imf_exp import devices
+
+    assert devices._cpu_times() is None or 0 <= devices.busy_cpus(0.05) <= (os.cpu_count() or 1)
