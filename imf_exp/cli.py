@@ -30,7 +30,7 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 INFO_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion",
               "-sc", "--resolve")
 #: optional config groups of train.yaml: Hydra skips a missing option silently, this does not
-OPTIONAL_GROUPS = ("recipe", "launcher", "experiment", "hparams_search")
+OPTIONAL_GROUPS = ("recipe", "launcher", "experiment", "contender", "hparams_search")
 
 
 class UsageError(ConfigError):

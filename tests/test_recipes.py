@@ -50,7 +50,7 @@ def test_ablations_leave_the_recipes_out(experiment):
     ("flow_matching", "imf_exp.objectives.FlowMatching", 13000, [1, 2, 4]),
 ])
 def test_equal_budget_contenders_keep_the_recipe_and_set_the_budget(contender, target, steps, primary):
-    cfg = compose_cfg(["experiment=equal_budget", "dataset=moons", f"+contender={contender}"])
+    cfg = compose_cfg(["experiment=equal_budget", "dataset=moons", f"contender={contender}"])
     assert cfg.objective._target_ == target and cfg.objective.norm_p == 0.0
     assert cfg.time_sampler.p_equal == 0.25  # the recipe's data and time settings, both contenders
     assert (cfg.trainer.steps, cfg.trainer.eval_every, cfg.trainer.checkpoint_every) == (steps, 0, 0)

@@ -69,7 +69,7 @@ def test_image_datasets_get_mosaic_panels(tmp_path):
     ("time_embedding", {"dataset", "model.time_input", "model.embedding_scale", "seed"}, 27),
     ("weighting", {"dataset", "objective.norm_p", "seed"}, 24),
     ("guidance_digits", {"seed"}, 3),
-    ("equal_budget", {"dataset", "+contender", "seed"}, 36),
+    ("equal_budget", {"dataset", "contender", "seed"}, 36),
 ])
 def test_experiment_configs_compose_with_their_sweeps(name, swept, jobs):
     register_configs()
