@@ -40,7 +40,7 @@ class UsageError(ConfigError):
 def normalize(argv: Sequence[str], positional: str | None = None, lists: Sequence[str] = (),
               strings: Sequence[str] = ()) -> list[str]:
     """The command line with the shorthands spelled out for Hydra: a first argument without
-    ``=`` becomes ``positional=ARG``; ``key=a,b`` becomes ``key=[a,b]`` for ``lists``; the values
+    ``=`` becomes ``positional=ARG``; ``key=a,b`` (or ``key=a``) becomes ``key=[a,b]`` for ``lists``; the values
     of ``strings`` are quoted (``class=null`` is the string ``null``, ``class=0.7,0.3`` one
     string); ``GROUP=null`` of an optional group (``recipe=null``) leaves the group out."""
     out: list[str] = []
@@ -54,7 +54,7 @@ def normalize(argv: Sequence[str], positional: str | None = None, lists: Sequenc
         plain = sep and value[:1] not in "[('\"" and not value.startswith(("choice(", "range("))
         if plain and key in strings:
             arg = f"{key}='{value}'" if re.fullmatch(r"[\w.,\-+]*", value) else f"{key}={_quote(value)}"
-        elif plain and "," in value and key in lists:
+        elif plain and key in lists and value not in ("null", ""):  # a,b or a single a
             arg = f"{key}=[{value}]"
         out.append(arg)
     return out

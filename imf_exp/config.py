@@ -374,17 +374,29 @@ class FiguresConfig:
 
 
 @dataclass
+class EvaluateConfig:
+    path: str = MISSING  # a run folder, or a sweep folder (each of its completed jobs)
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])  # evaluation draws
+    n: int | None = None  # generated and reference points (None: the run's eval.n)
+    weights: Weights = Weights.ema
+    device: str = "auto"
+    name: str | None = None  # RUN/eval/NAME.json (None: n{n}_seeds{first}-{last})
+
+
+@dataclass
 class ReportConfig:
     sweep: str = MISSING  # the sweep folder (outputs/multiruns/DATE/TIME)
     metric: str | None = None  # None: the jobs' primary metric
     columns: list[str] | None = None  # None: the primary sampler's summary metrics
     grid: list[str] | None = None  # ROW,COLUMN (two swept keys): report/grid.png of 2-D samples
+    eval: str | None = None  # each job's eval/NAME.json (imf_exp.evaluate) instead of its final metrics
 
 
 SCHEMAS: dict[tuple[str | None, str], Any] = {
     (None, "train_schema"): TrainConfig,
     (None, "figures_schema"): FiguresConfig,
     (None, "report_schema"): ReportConfig,
+    (None, "evaluate_schema"): EvaluateConfig,
     ("model", "mlp"): MLPConfig,
     ("model", "resmlp"): ResMLPConfig,
     ("dataset", "moons"): MoonsConfig,

@@ -16,6 +16,10 @@ overrides and ``metrics.json``. Writes into ``<sweep>/report/``:
 * ``metric.png``: the chosen metric per setting with error bars (std over seeds);
 * ``samples.png``: one panel of one-step samples per setting (first completed seed).
 
+With ``eval=NAME`` every completed job's metrics are the means of its ``eval/NAME.json``
+(``python -m imf_exp.evaluate SWEEP name=NAME``: several evaluation seeds per job) instead of
+its final metrics; a job without the file is listed as not evaluated.
+
 Jobs that are missing, still running, failed or interrupted are listed, never dropped.
 """
 
@@ -72,8 +76,9 @@ def _overrides(path: Path) -> tuple[dict[str, str], str | None]:
     return overrides, None
 
 
-def collect(sweep: Path) -> list[dict[str, Any]]:
-    """One record per job folder: number, overrides as a dict, status, final metrics."""
+def collect(sweep: Path, eval_name: str | None = None) -> list[dict[str, Any]]:
+    """One record per job folder: number, overrides as a dict, status, final metrics (with
+    ``eval_name``: the means of the job's ``eval/NAME.json`` instead, from ``imf_exp.evaluate``)."""
     if not sweep.is_dir():
         raise ConfigError(f"sweep folder {str(sweep)!r} does not exist")
     if (sweep / ".hydra" / "overrides.yaml").is_file() and not (sweep / "multirun.yaml").is_file():
@@ -90,6 +95,14 @@ def collect(sweep: Path) -> list[dict[str, Any]]:
             continue
         overrides, problem = _overrides(ov)
         status, metrics = _status(job)
+        if eval_name and status == "completed":
+            result = RunDir(job).read_eval(eval_name)
+            if result is None or not isinstance(result.get("mean"), dict):
+                status, metrics = "not evaluated", {
+                    "error": f"eval/{eval_name}.json is missing or unreadable "
+                             f"(python -m imf_exp.evaluate {sweep} name={eval_name})"}
+            else:
+                metrics = {"final": result["mean"], "primary": result.get("primary")}
         if problem:
             status, metrics = "unreadable", {"error": problem}
         final = metrics.get("final") if isinstance(metrics.get("final"), dict) else {}
@@ -108,6 +121,9 @@ def collect(sweep: Path) -> list[dict[str, Any]]:
     if not jobs:
         raise ConfigError(f"{sweep} holds no job folders (subfolders with .hydra/overrides.yaml); "
                           "pass the folder of a multirun (outputs/multiruns/DATE/TIME)")
+    if eval_name and not any(j["status"] == "completed" for j in jobs):
+        raise ConfigError(f"eval={eval_name!r}: no job of {sweep} has eval/{eval_name}.json; write "
+                          f"them with python -m imf_exp.evaluate {sweep} name={eval_name}")
     return jobs
 
 
@@ -167,8 +183,8 @@ def _check_names(jobs: list[dict], metric: str | None, columns: list[str] | None
 
 
 def write_report(sweep: Path, metric: str | None = None, columns: list[str] | None = None,
-                 grid: list[str] | None = None) -> Path:
-    jobs = collect(sweep)
+                 grid: list[str] | None = None, eval_name: str | None = None) -> Path:
+    jobs = collect(sweep, eval_name)
     _check_names(jobs, metric, columns)
     keys = swept_keys(jobs)
     if grid is not None and (len(grid) != 2 or not set(grid) <= set(keys) - set(SEED_KEYS)):
@@ -306,7 +322,7 @@ def _grid_figure(sweep: Path, path: Path, rows: list[dict], grid: list[str], pre
 def report(cfg: DictConfig) -> Path:
     """Write the report of the sweep folder ``cfg.sweep``; print its table."""
     out = write_report(Path(cfg.sweep), cfg.metric, list(cfg.columns) if cfg.columns else None,
-                       list(cfg.grid) if cfg.grid else None)
+                       list(cfg.grid) if cfg.grid else None, cfg.eval)
     print((out / "table.md").read_text())
     print(f"wrote {out}/table.md, table.csv, jobs.csv, metric.png, samples.png")
     return out

@@ -6,6 +6,7 @@ A run folder (``outputs/runs/DATE/TIME-MICROSECONDS/`` or a sweep's ``JOBNUM/``)
     checkpoint.pt           the latest checkpoint; checkpoint.prev.pt the one before
     metrics.json            status, final metrics, evaluations, training history (one writer)
     samples/NAME.npz        samples, keys ``standardized`` and ``native`` (``labels`` if guided)
+    eval/NAME.json          re-evaluations (``imf_exp.evaluate``): per evaluation seed, mean, std
     figures/NAME.png        figures (``imf_exp.figures``)
     train.log, wandb/       the log, the W&B run
 
@@ -333,6 +334,23 @@ class RunDir:
         except (OSError, ValueError):
             return None
         return metrics if isinstance(metrics, dict) else None
+
+    # ---- eval/NAME.json (imf_exp.evaluate) --------------------------------------------------
+    def write_eval(self, name: str, result: dict) -> Path:
+        """``eval/NAME.json``: a re-evaluation of the run (never touches ``metrics.json``)."""
+        path = self.path / "eval" / f"{name}.json"
+        path.parent.mkdir(exist_ok=True)
+        text = json.dumps(result, indent=2, allow_nan=True)
+        atomic_write(path, lambda f: f.write(text.encode()))
+        return path
+
+    def read_eval(self, name: str) -> dict | None:
+        """``eval/NAME.json``'s contents; None when it is missing or unreadable."""
+        try:
+            result = json.loads((self.path / "eval" / f"{name}.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return result if isinstance(result, dict) else None
 
     # ---- samples ---------------------------------------------------------------------------
     def save_samples(self, name: str, standardized: torch.Tensor | np.ndarray,

@@ -187,13 +187,27 @@ CASES = [
     ("report", ["{sweep}", "columns=foo,nfe1/w2"], ["columns='foo'", "no job has this metric"]),
     ("report", ["{sweep}", "metric=[1"], ["metric=[1"]),
     ("report", ["{blocked_sweep}"], ["report", "is a file"]),
+    ("report", ["{sweep}", "eval=nothing"], ["eval='nothing'", "imf_exp.evaluate"]),
+    # evaluate
+    ("evaluate", ["{new}"], ["path=", "no such folder"]),
+    ("evaluate", [], ["no path folder given"]),
+    ("evaluate", ["{empty}"], ["neither a run folder nor a sweep folder"]),
+    ("evaluate", ["{run}", "seeds=1,1"], ["seeds=[1, 1]", "distinct ints >= 0"]),
+    ("evaluate", ["{run}", "seeds=-1"], ["seeds=[-1]", "distinct ints >= 0"]),
+    ("evaluate", ["{run}", "seeds=a"], ["seeds"]),
+    ("evaluate", ["{run}", "n=5"], ["n=5", "[10, 100000]"]),
+    ("evaluate", ["{run}", "name=a/b"], ["name='a/b'", "without '/'"]),
+    ("evaluate", ["{run}", "weights=best"], ["weights", "ema, raw"]),
+    ("evaluate", ["{sweep}", "device=bogus"], ["device='bogus'", "cuda:N"]),
+    ("evaluate", ["{run}", "colour=red"], ["colour", "not a key"]),
 ]
 
 
 def _commands():
-    from imf_exp import figures, report, sample, train
+    from imf_exp import evaluate, figures, report, sample, train
 
-    return {"train": train.cli, "sample": sample.cli, "figures": figures.cli, "report": report.cli}
+    return {"train": train.cli, "sample": sample.cli, "figures": figures.cli, "report": report.cli,
+            "evaluate": evaluate.cli}
 
 
 def _checksums(folder: Path) -> dict[str, str]:

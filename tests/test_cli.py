@@ -6,7 +6,7 @@ import pytest
 from tests.conftest import run_cli
 
 
-@pytest.mark.parametrize("command", ["train", "sample", "figures", "report", "bench"])
+@pytest.mark.parametrize("command", ["train", "sample", "figures", "report", "evaluate", "bench"])
 def test_help_exits_zero(command):
     proc = run_cli(["-m", f"imf_exp.{command}", "--help"])
     assert proc.returncode == 0, proc.stderr
@@ -21,3 +21,5 @@ def test_comma_lists_and_positional_folders_are_spelled_out():
         "run='runs/a b'", "interval=[0.2,0.9]", "class='0.7,0.3'", "n=5"]
     assert normalize(["class=null"], strings=("class",)) == ["class='null'"]
     assert normalize(["columns=[a,b]"], lists=("columns",)) == ["columns=[a,b]"]
+    assert normalize(["seeds=7", "columns=null"], lists=("seeds", "columns")) == ["seeds=[7]", "columns=null"]
+    assert normalize(["recipe=null", "experiment=null", "n=null"]) == ["~recipe", "~experiment", "n=null"]
