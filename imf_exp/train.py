@@ -140,7 +140,9 @@ def main(cfg: DictConfig) -> float:
         with run.lock():
             cfg, state = run.prepare(cfg, cfg.resume not in (None, ""), _override_keys())
             overrides = " ".join(hc.overrides.task) or "(none)"
-            log.info("overrides: %s; the full config is in %s", overrides,
+            recipe = hc.runtime.choices.get("recipe")
+            log.info("overrides: %s%s; the full config is in %s", overrides,
+                     f"; recipe: conf/recipe/{recipe}.yaml" if recipe else "",
                      run.path / hc.output_subdir / "config.yaml")
             log.debug("composed config:\n%s", OmegaConf.to_yaml(cfg))
             return train(cfg, run, state)

@@ -71,3 +71,18 @@ def test_the_quality_preset_is_the_same_for_every_dataset():
     moons, circles = (compose_cfg(["experiment=quality", f"dataset={d}"]) for d in ("moons", "circles"))
     assert key(moons) == key(circles) == (0.0, 0.5, 8000, 2000, 2000)
     assert moons.trainer.batch_size == 2048
+
+
+@pytest.mark.parametrize("dataset,recipe", [("moons", True), ("circles", False)])
+def test_a_run_says_which_recipe_it_trained_with(dataset, recipe, tmp_path, capsys):
+    from imf_exp.train import cli
+    from tests.conftest import run_in_process
+
+    tiny = ["trainer.steps=5", "trainer.batch_size=16", "model.width=8", "model.depth=1",
+            "eval.n=20", "eval.floor_repeats=1", "eval.nfe=[1]", "trainer.eval_every=0",
+            "trainer.checkpoint_every=0", "trainer.progress=false", "threads=1"]
+    code, _, err = run_in_process(cli, [f"dataset={dataset}", *tiny, f"hydra.run.dir={tmp_path}"], capsys)
+    assert code == 0, err
+    log = (tmp_path / "train.log").read_text()
+    assert "overrides: " in log
+    assert ("recipe: conf/recipe/moons.yaml" in log) == recipe
