@@ -138,7 +138,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     name: str = "imf"
-    threads: int | None = None  # torch CPU threads (None: the CPUs the load average leaves free)
+    threads: int | None = None  # torch CPU threads (None: the CPUs not busy now, devices.cpu_threads)
     resume: str | None = None  # a run folder to continue (its own config is used)
 
 

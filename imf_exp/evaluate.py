@@ -21,7 +21,6 @@ its ``eval.seed``. Given a sweep folder, every completed job is evaluated in tur
 
 from __future__ import annotations
 
-import logging
 import math
 from pathlib import Path
 
@@ -34,7 +33,6 @@ from imf_exp.config import register_configs
 from imf_exp.errors import ConfigError, check
 from imf_exp.run_dir import CHECKPOINT, RunDir
 
-log = logging.getLogger(__name__)
 register_configs()
 
 
@@ -67,9 +65,9 @@ def _jobs(path: Path) -> list[RunDir]:
     """The run folder itself, or every job of a sweep folder that completed."""
     if (path / CHECKPOINT).is_file() or (path / ".hydra" / "config.yaml").is_file():
         return [RunDir(path)]
-    jobs = sorted((p.parent for p in path.glob("*/metrics.json")),
-                  key=lambda p: (0, int(p.name), "") if p.name.isdigit() else (1, 0, p.name))
-    done = [RunDir(p) for p in jobs if (RunDir(p).read_metrics() or {}).get("status") == "completed"]
+    jobs = sorted((RunDir(p.parent) for p in path.glob("*/metrics.json")),
+                  key=lambda r: (0, int(r.path.name), "") if r.path.name.isdigit() else (1, 0, r.path.name))
+    done = [run for run in jobs if (run.read_metrics() or {}).get("status") == "completed"]
     if not done:
         raise ConfigError(f"path={str(path)!r} is neither a run folder nor a sweep folder with "
                           "completed jobs (subfolders with metrics.json of status completed)")

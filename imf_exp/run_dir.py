@@ -320,37 +320,38 @@ class RunDir:
         return None
 
     # ---- metrics.json ----------------------------------------------------------------------
-    def write_metrics(self, status: str, **fields: Any) -> Path:
-        """``metrics.json``: ``{"status": status, **fields}`` (the one writer of the file)."""
-        path = self.path / METRICS
-        text = json.dumps({"status": status, **fields}, indent=2, allow_nan=True)
+    @staticmethod
+    def _write_json(path: Path, data: dict) -> Path:
+        text = json.dumps(data, indent=2, allow_nan=True)
         atomic_write(path, lambda f: f.write(text.encode()))
         return path
 
-    def read_metrics(self) -> dict | None:
-        """``metrics.json``'s contents; None when it is missing or unreadable."""
+    @staticmethod
+    def _read_json(path: Path) -> dict | None:
+        """A JSON object file's contents; None when it is missing, unreadable or not an object."""
         try:
-            metrics = json.loads((self.path / METRICS).read_text())
+            data = json.loads(path.read_text())
         except (OSError, ValueError):
             return None
-        return metrics if isinstance(metrics, dict) else None
+        return data if isinstance(data, dict) else None
+
+    def write_metrics(self, status: str, **fields: Any) -> Path:
+        """``metrics.json``: ``{"status": status, **fields}`` (the one writer of the file)."""
+        return self._write_json(self.path / METRICS, {"status": status, **fields})
+
+    def read_metrics(self) -> dict | None:
+        """``metrics.json``'s contents; None when it is missing or unreadable."""
+        return self._read_json(self.path / METRICS)
 
     # ---- eval/NAME.json (imf_exp.evaluate) --------------------------------------------------
     def write_eval(self, name: str, result: dict) -> Path:
         """``eval/NAME.json``: a re-evaluation of the run (never touches ``metrics.json``)."""
-        path = self.path / "eval" / f"{name}.json"
-        path.parent.mkdir(exist_ok=True)
-        text = json.dumps(result, indent=2, allow_nan=True)
-        atomic_write(path, lambda f: f.write(text.encode()))
-        return path
+        (self.path / "eval").mkdir(exist_ok=True)
+        return self._write_json(self.path / "eval" / f"{name}.json", result)
 
     def read_eval(self, name: str) -> dict | None:
         """``eval/NAME.json``'s contents; None when it is missing or unreadable."""
-        try:
-            result = json.loads((self.path / "eval" / f"{name}.json").read_text())
-        except (OSError, ValueError):
-            return None
-        return result if isinstance(result, dict) else None
+        return self._read_json(self.path / "eval" / f"{name}.json")
 
     # ---- samples ---------------------------------------------------------------------------
     def save_samples(self, name: str, standardized: torch.Tensor | np.ndarray,
